@@ -1,0 +1,76 @@
+"""Who is asking: bearer tokens for the API, the session cookie for pages."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from craftreel.accounts import service
+from craftreel.accounts.models import User
+from craftreel.accounts.service import Client, Identity
+from craftreel.core.errors import NotAuthenticated
+from craftreel.deps import Ctx, Uow
+
+SESSION_COOKIE = "cr_session"
+
+
+def client_of(request: Request) -> Client:
+    ip = request.client.host if request.client else "unknown"
+    return Client(ip=ip, device=request.headers.get("user-agent", "")[:200])
+
+
+async def _bearer_identity(request: Request, ctx: Ctx, uow: Uow) -> Identity | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    identity = await service.authenticate_access_token(uow, ctx, token.strip())
+    request.state.user = identity.user
+    return identity
+
+
+async def api_identity(request: Request, ctx: Ctx, uow: Uow) -> Identity:
+    identity = await _bearer_identity(request, ctx, uow)
+    if identity is None:
+        raise NotAuthenticated()
+    return identity
+
+
+async def api_user(identity: Annotated[Identity, Depends(api_identity, scope="function")]) -> User:
+    return identity.user
+
+
+async def api_optional_user(request: Request, ctx: Ctx, uow: Uow) -> User | None:
+    identity = await _bearer_identity(request, ctx, uow)
+    return identity.user if identity else None
+
+
+async def web_optional_identity(request: Request, uow: Uow) -> Identity | None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    try:
+        identity = await service.authenticate_web_cookie(uow, cookie)
+    except NotAuthenticated:
+        request.state.clear_session_cookie = True
+        return None
+    request.state.user = identity.user
+    request.state.identity = identity
+    return identity
+
+
+async def web_identity(
+    identity: Annotated[Identity | None, Depends(web_optional_identity, scope="function")],
+) -> Identity:
+    if identity is None:
+        raise NotAuthenticated()
+    return identity
+
+
+ApiIdentity = Annotated[Identity, Depends(api_identity, scope="function")]
+ApiUser = Annotated[User, Depends(api_user, scope="function")]
+ApiOptionalUser = Annotated[User | None, Depends(api_optional_user, scope="function")]
+WebIdentity = Annotated[Identity, Depends(web_identity, scope="function")]
+WebOptionalIdentity = Annotated[Identity | None, Depends(web_optional_identity, scope="function")]
+ClientInfo = Annotated[Client, Depends(client_of)]

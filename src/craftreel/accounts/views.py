@@ -1,0 +1,7 @@
+"""Accounts pages (server-rendered)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(include_in_schema=False)

@@ -1,0 +1,201 @@
+"""The ASGI application: ``create_app(settings)`` wires routers, middleware and the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from craftreel.accounts import api as accounts_api
+from craftreel.accounts import views as accounts_views
+from craftreel.config import Settings
+from craftreel.context import AppContext, build_context
+from craftreel.core.errors import DomainError, NotAuthenticated
+from craftreel.core.logging import configure_logging
+from craftreel.core.middleware import Metrics, RequestContextMiddleware
+from craftreel.core.web import CSRF_COOKIE, PACKAGE_DIR, build_templates, render
+from craftreel.web import views as web_views
+
+log = logging.getLogger(__name__)
+
+
+def wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or request.url.path in ("/healthz", "/readyz")
+
+
+def _error_response(
+    request: Request, status_code: int, code: str, message: str, details: dict[str, object]
+) -> Response:
+    if wants_json(request):
+        body = {"error": {"code": code, "message": message, "details": details}}
+        return JSONResponse(body, status_code=status_code)
+    if request.headers.get("hx-request") == "true":
+        # htmx swaps nothing on an error status by default; the toast script shows this.
+        return JSONResponse(
+            {"error": {"code": code, "message": message, "details": details}},
+            status_code=status_code,
+            headers={"HX-Trigger": '{"craftreel:error": ' + _json_str(message) + "}"},
+        )
+    return render(
+        request,
+        "web/error.html",
+        {"status_code": status_code, "code": code, "message": message},
+        status_code=status_code,
+    )
+
+
+def _json_str(value: str) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> Response:
+        if (
+            isinstance(exc, NotAuthenticated)
+            and not wants_json(request)
+            and request.method == "GET"
+        ):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/signin?next={quote(target)}", status_code=303)
+        response = _error_response(
+            request, exc.status_code, exc.code, exc.detail_message, exc.details
+        )
+        retry_after = exc.details.get("retry_after")
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        fields = [
+            {
+                "loc": [str(p) for p in err.get("loc", ())],
+                "message": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+            for err in exc.errors()
+        ]
+        return _error_response(
+            request,
+            422,
+            "validation_error",
+            "Some fields are missing or not valid.",
+            {"fields": fields},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        return _error_response(
+            request, exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), {}
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return _error_response(
+            request, 500, "internal_error", "Something went wrong on our side. Try again.", {}
+        )
+
+
+def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
+    """Build the app; the lifespan makes (or adopts) the engine and clients."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = ctx is None
+        context = ctx or build_context(settings)
+        app.state.ctx = context
+        settings.media_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            yield
+        finally:
+            if owned:
+                await context.close()
+
+    configure_logging(settings.log_level, settings.log_json)
+    app = FastAPI(
+        title="Craftreel",
+        version="0.1.0",
+        description="Craft video marketplace API. Errors are `{error: {code, message, details}}`.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.templates = build_templates()
+    metrics = Metrics()
+    app.state.metrics = metrics
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def csrf_cookie(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response: Response = await call_next(request)
+        new = getattr(request.state, "new_csrf", None)
+        if new and CSRF_COOKIE not in request.cookies:
+            response.set_cookie(
+                CSRF_COOKIE,
+                new,
+                httponly=True,
+                samesite="lax",
+                secure=settings.cookies_secure,
+                max_age=60 * 60 * 24 * 365,
+            )
+        return response
+
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        """The database (and Redis, when configured) answer."""
+        context: AppContext = request.app.state.ctx
+        checks: dict[str, str] = {}
+        try:
+            async with context.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+        if context.redis is not None:
+            try:
+                await context.redis.ping()
+                checks["redis"] = "ok"
+            except Exception as exc:
+                checks["redis"] = f"error: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(accounts_api.router)
+    app.include_router(accounts_views.router)
+    app.include_router(web_views.router)
+    app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "web" / "static"), name="static")
+    media_dir = Path(settings.media_dir)
+    media_dir.mkdir(parents=True, exist_ok=True)
+    app.mount("/media", StaticFiles(directory=media_dir), name="media")
+    return app

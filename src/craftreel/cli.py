@@ -1,0 +1,142 @@
+"""The ``craftreel`` command: serve · worker · migrate · create-admin · seed-demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from craftreel.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print("Craftreel cannot start: a setting is missing or not valid.\n", file=sys.stderr)
+        for err in exc.errors():
+            name = "CRAFTREEL_" + "_".join(str(p) for p in err["loc"]).upper()
+            print(f"  {name or 'CRAFTREEL_*'}: {err['msg']}", file=sys.stderr)
+        print("\nSee docs/settings.md for every setting.", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def alembic_config(settings: Settings):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini")) if (ROOT / "alembic.ini").exists() else Config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = settings.effective_database_url
+    return config
+
+
+def migrate(settings: Settings, revision: str = "head") -> None:
+    """Bring the database schema up to ``revision``."""
+    from alembic import command
+
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(settings), revision)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from craftreel.app import create_app
+
+    settings = load_settings()
+    if args.migrate:
+        migrate(settings)
+    if args.seed_demo:
+        from craftreel.demo import seed_demo
+
+        asyncio.run(seed_demo(settings))
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        proxy_headers=True,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    load_settings()
+    print(
+        "craftreel worker: there are no background jobs yet (the media pipeline brings the "
+        "first). Nothing to do; exiting.",
+        file=sys.stderr,
+    )
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    migrate(load_settings(), args.revision)
+    print(f"database at {args.revision}")
+
+
+def cmd_create_admin(args: argparse.Namespace) -> None:
+    from craftreel.accounts import service
+    from craftreel.context import build_context
+
+    settings = load_settings()
+    password = os.environ.get("CRAFTREEL_ADMIN_PASSWORD") or getpass.getpass("Password: ")
+
+    async def run() -> None:
+        ctx = build_context(settings)
+        try:
+            async with ctx.uow() as uow:
+                user = await service.create_admin(ctx, uow, args.email, args.handle, password)
+            print(f"admin @{user.handle} created")
+        finally:
+            await ctx.close()
+
+    from craftreel.core.errors import DomainError
+
+    try:
+        asyncio.run(run())
+    except DomainError as exc:
+        print(f"error: {exc.detail_message} ({exc.code})", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_seed_demo(args: argparse.Namespace) -> None:
+    from craftreel.demo import seed_demo
+
+    asyncio.run(seed_demo(load_settings()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="craftreel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the web server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--migrate", action="store_true", help="apply migrations first")
+    serve.add_argument("--seed-demo", action="store_true", help="load demo data first")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run background jobs (none exist yet)")
+    worker.set_defaults(func=cmd_worker)
+
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("revision", nargs="?", default="head")
+    mig.set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser("create-admin", help="create an administrator account")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--handle", required=True)
+    admin.set_defaults(func=cmd_create_admin)
+
+    seed = sub.add_parser("seed-demo", help="load demo people (idempotent)")
+    seed.set_defaults(func=cmd_seed_demo)
+
+    args = parser.parse_args(argv)
+    args.func(args)

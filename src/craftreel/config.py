@@ -1,0 +1,127 @@
+"""Typed settings read from the environment (prefix ``CRAFTREEL_``); bad values stop start-up."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Everything Craftreel reads from its environment; each is documented in docs/settings.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CRAFTREEL_", env_file=None, extra="forbid", frozen=True
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    demo_mode: bool = False
+    secret_key: SecretStr | None = None
+    base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    database_echo: bool = False
+    redis_url: str | None = None
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    log_json: bool = True
+
+    # sessions and tokens
+    access_token_minutes: int = Field(default=15, ge=1, le=15)
+    refresh_token_days: PositiveInt = 30
+    web_session_days: PositiveInt = 30
+    email_token_hours: PositiveInt = 24
+    reset_token_minutes: PositiveInt = 60
+    secure_cookies: bool | None = None
+
+    # passwords
+    password_min_length: int = Field(default=8, ge=8)
+    password_max_length: int = Field(default=128, ge=64, le=1024)
+    argon2_memory_kib: int = Field(default=19456, ge=19456)
+    argon2_time_cost: int = Field(default=2, ge=2)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    # rate limits: "count/seconds"
+    rate_limit_signin: str = Field(default="10/300", pattern=r"^\d+/\d+$")
+    rate_limit_signup: str = Field(default="5/3600", pattern=r"^\d+/\d+$")
+    rate_limit_reset: str = Field(default="5/3600", pattern=r"^\d+/\d+$")
+
+    # mail
+    mail_from: str = "Craftreel <hello@craftreel.local>"
+    smtp_host: str | None = None
+    smtp_port: PositiveInt = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+
+    # avatars
+    avatar_max_bytes: PositiveInt = 10 * 1024 * 1024
+    avatar_max_pixels: PositiveInt = 40_000_000
+
+    # social sign-in (OpenID Connect ID tokens)
+    google_client_id: str | None = None
+    google_issuer: str = "https://accounts.google.com"
+    google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    google_authorize_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    apple_client_id: str | None = None
+    apple_issuer: str = "https://appleid.apple.com"
+    apple_jwks_url: str = "https://appleid.apple.com/auth/keys"
+    apple_authorize_url: str = "https://appleid.apple.com/auth/authorize"
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        weak_key = self.secret_key is None or len(self.secret_key.get_secret_value()) < 32
+        if weak_key and not self.demo_mode and self.environment != Environment.TEST:
+            raise ValueError(
+                "CRAFTREEL_SECRET_KEY must be set to at least 32 characters "
+                "(or set CRAFTREEL_DEMO_MODE=true for a local demo)"
+            )
+        if not (
+            self.database_url == ""
+            or self.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://"))
+        ):
+            raise ValueError(
+                "CRAFTREEL_DATABASE_URL must start with sqlite+aiosqlite:// "
+                "or postgresql+asyncpg://"
+            )
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.var_dir / 'craftreel.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def signing_key(self) -> bytes:
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        # Demo and test only (the validator refuses this otherwise): a fixed, public key.
+        return b"craftreel-demo-key-not-secret-do-not-use-in-production"
+
+    @property
+    def cookies_secure(self) -> bool:
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        return self.environment == Environment.PRODUCTION
+
+    @property
+    def media_dir(self) -> Path:
+        return self.var_dir / "media"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.var_dir / "mail"

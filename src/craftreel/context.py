@@ -1,0 +1,73 @@
+"""The long-lived collaborators built once in the app's lifespan and handed to services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from craftreel.accounts.social import JwksCache
+from craftreel.config import Settings
+from craftreel.core.db import UnitOfWork, create_engine, session_factory
+from craftreel.core.mail import FileMailer, Mailer, SmtpMailer
+from craftreel.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from craftreel.core.security import Passwords
+from craftreel.core.storage import LocalStorage
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    passwords: Passwords
+    mailer: Mailer
+    limiter: RateLimiter
+    storage: LocalStorage
+    http: httpx.AsyncClient
+    jwks: JwksCache
+    redis: Redis | None
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+
+
+def build_context(settings: Settings) -> AppContext:
+    """Make the engine and clients the settings ask for (nothing connects yet)."""
+    engine = create_engine(settings.effective_database_url, echo=settings.database_echo)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    mailer: Mailer
+    if settings.smtp_host:
+        mailer = SmtpMailer(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.mail_from,
+            settings.smtp_username,
+            settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            settings.smtp_starttls,
+        )
+    else:
+        mailer = FileMailer(settings.mail_dir, settings.mail_from)
+    http = httpx.AsyncClient(timeout=10)
+    return AppContext(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        passwords=Passwords(
+            settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
+        ),
+        mailer=mailer,
+        limiter=RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter(),
+        storage=LocalStorage(settings.media_dir),
+        http=http,
+        jwks=JwksCache(http),
+        redis=redis,
+    )

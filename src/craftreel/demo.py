@@ -1,0 +1,108 @@
+"""Demo data for ``make run``: a handful of makers and viewers who follow each other."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from PIL import Image, ImageDraw
+
+from craftreel.accounts import repository as accounts_repo
+from craftreel.accounts import schemas
+from craftreel.accounts import service as accounts
+from craftreel.config import Settings
+from craftreel.context import build_context
+from craftreel.core.clock import utcnow
+from craftreel.core.mail import Mail
+
+log = logging.getLogger(__name__)
+
+DEMO_PASSWORD = "craft-demo-2026"  # noqa: S105 - printed in the README; demo accounts only
+
+PEOPLE = [
+    (
+        "wool_and_wood",
+        "Mara Lindqvist",
+        "Knitting patterns and spoon carving from a cabin in Dalarna.",
+        True,
+        "#b5523b",
+    ),
+    (
+        "kiln_kid",
+        "Tomás Herrera",
+        "Wheel-thrown stoneware. Glaze nerd. Seconds sale every Friday.",
+        True,
+        "#3d6b5a",
+    ),
+    ("paper_fox", "Aiko Tanaka", "Origami, bookbinding and marbled paper.", True, "#c99a2e"),
+    ("stitch_witch", "Priya Raman", "Visible mending and embroidery tutorials.", True, "#6a4c93"),
+    (
+        "oakandiron",
+        "Ben Okafor",
+        "Small woodwork: boxes, boards and a lot of sawdust.",
+        True,
+        "#7a5230",
+    ),
+    (
+        "curious_cat",
+        "Lea Martin",
+        "Learning to knit one dropped stitch at a time.",
+        False,
+        "#2f6690",
+    ),
+]
+
+
+def _avatar(colour: str, letter: str) -> bytes:
+    image = Image.new("RGB", (256, 256), colour)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((48, 48, 208, 208), outline="white", width=10)
+    draw.text((112, 104), letter.upper(), fill="white", font_size=48)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+class _SilentMailer:
+    async def send(self, mail: Mail) -> None:
+        log.debug("demo mail suppressed", extra={"to": mail.to})
+
+
+async def seed_demo(settings: Settings) -> None:
+    """Create the demo people and follows; running it again changes nothing."""
+    ctx = build_context(settings)
+    ctx.mailer = _SilentMailer()
+    created = 0
+    try:
+        for handle, name, bio, maker, colour in PEOPLE:
+            async with ctx.uow() as uow:
+                if await accounts_repo.user_by_handle(uow.session, handle) is not None:
+                    continue
+                user = await accounts.sign_up(
+                    ctx,
+                    uow,
+                    schemas.SignUp(
+                        email=f"{handle.replace('_', '.')}@demo.craftreel.local",
+                        handle=handle,
+                        password=DEMO_PASSWORD,
+                        display_name=name,
+                    ),
+                    accounts.Client(ip=f"seed-{handle}", device="seed-demo"),
+                )
+                user.email_verified_at = utcnow()
+                await accounts.update_profile(
+                    ctx, uow, user, schemas.ProfileUpdate(bio=bio, is_maker=maker)
+                )
+                await accounts.set_avatar(ctx, uow, user, _avatar(colour, name[0]))
+                created += 1
+        async with ctx.uow() as uow:
+            viewer = await accounts_repo.user_by_handle(uow.session, "curious_cat")
+            if viewer is not None:
+                for handle, *_ in PEOPLE[:4]:
+                    await accounts.follow(uow, viewer, handle)
+        print(
+            f"demo data: {created} people added; sign in as "
+            f"wool.and.wood@demo.craftreel.local / {DEMO_PASSWORD}"
+        )
+    finally:
+        await ctx.close()

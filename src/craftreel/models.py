@@ -1,0 +1,5 @@
+"""Import every feature's models so the metadata (and Alembic) sees all tables."""
+
+from craftreel.accounts import models as accounts_models
+
+__all__ = ["accounts_models"]
