@@ -54,6 +54,7 @@ class Settings(BaseSettings):
 
     # rate limits: "count/seconds"
     rate_limit_signin: str = Field(default="10/300", pattern=r"^\d+/\d+$")
+    rate_limit_signin_ip: str = Field(default="50/300", pattern=r"^\d+/\d+$")
     rate_limit_signup: str = Field(default="5/3600", pattern=r"^\d+/\d+$")
     rate_limit_reset: str = Field(default="5/3600", pattern=r"^\d+/\d+$")
 

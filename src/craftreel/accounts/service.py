@@ -364,8 +364,12 @@ async def sign_in_password(
 ) -> tuple[User, AuthSession, str | None]:
     """Check the password and open a session; the same answer whether or not the email exists."""
     normalized = normalize_email(email)
-    limit = Limit.parse(ctx.settings.rate_limit_signin)
-    await enforce(ctx.limiter, limit, f"signin:ip:{client.ip}", f"signin:acct:{normalized}")
+    await enforce(
+        ctx.limiter, Limit.parse(ctx.settings.rate_limit_signin_ip), f"signin:ip:{client.ip}"
+    )
+    await enforce(
+        ctx.limiter, Limit.parse(ctx.settings.rate_limit_signin), f"signin:acct:{normalized}"
+    )
     user = await repo.user_by_email(uow.session, normalized)
     if not ctx.passwords.verify(user.password_hash if user else None, password) or user is None:
         raise InvalidCredentials()
@@ -577,7 +581,7 @@ async def social_sign_in(
 ) -> tuple[User, AuthSession, str | None]:
     """Verify the provider's ID token, then link to the account with that email or make one."""
     await enforce(
-        ctx.limiter, Limit.parse(ctx.settings.rate_limit_signin), f"signin:ip:{client.ip}"
+        ctx.limiter, Limit.parse(ctx.settings.rate_limit_signin_ip), f"signin:ip:{client.ip}"
     )
     provider = provider_named(ctx.settings, provider_name)
     found = await verify_id_token(provider, id_token, nonce, ctx.jwks)

@@ -1,3 +1,103 @@
-from fastapi import APIRouter
+"""The web shell's pages: home, the tabs not built yet, offline, and the PWA files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse
+
+from craftreel.core.web import render
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 router = APIRouter(include_in_schema=False)
+
+# Tabs whose features are still to come. Each page says so plainly rather than pretending.
+COMING_SOON: dict[str, tuple[str, str]] = {
+    "feed": (
+        "Feed",
+        "The video feed isn't built yet. When it is, new videos from the makers you follow "
+        "will play here, one after another.",
+    ),
+    "discover": (
+        "Discover",
+        "Discover isn't built yet. It will let you search and browse videos, makers and "
+        "pieces by craft and material.",
+    ),
+    "create": (
+        "Create",
+        "Posting isn't built yet. This is where you will record or upload a video, keep "
+        "drafts, and tag the pieces and materials you used.",
+    ),
+    "inbox": (
+        "Inbox",
+        "The inbox isn't built yet. Your conversations with makers, custom requests and "
+        "notifications will gather here.",
+    ),
+}
+
+
+def _coming_soon(request: Request, tab: str) -> HTMLResponse:
+    title, blurb = COMING_SOON[tab]
+    return render(
+        request,
+        "web/coming_soon.html",
+        {"active_tab": tab, "feature_title": title, "feature_blurb": blurb},
+    )
+
+
+@router.get("/")
+async def home(request: Request) -> HTMLResponse:
+    """The landing page for visitors and a welcome for members."""
+    return render(request, "web/home.html")
+
+
+@router.get("/feed")
+async def feed(request: Request) -> HTMLResponse:
+    """The Feed tab (not built yet)."""
+    return _coming_soon(request, "feed")
+
+
+@router.get("/discover")
+async def discover(request: Request) -> HTMLResponse:
+    """The Discover tab (not built yet)."""
+    return _coming_soon(request, "discover")
+
+
+@router.get("/create")
+async def create(request: Request) -> HTMLResponse:
+    """The Create tab (not built yet)."""
+    return _coming_soon(request, "create")
+
+
+@router.get("/inbox")
+async def inbox(request: Request) -> HTMLResponse:
+    """The Inbox tab (not built yet)."""
+    return _coming_soon(request, "inbox")
+
+
+@router.get("/offline")
+async def offline(request: Request) -> HTMLResponse:
+    """The page the service worker shows when a page cannot be fetched."""
+    return render(request, "web/offline.html")
+
+
+@router.get("/manifest.webmanifest")
+async def manifest() -> FileResponse:
+    """The web app manifest, at the root so the app's scope is the whole site."""
+    return FileResponse(
+        STATIC_DIR / "manifest.webmanifest",
+        media_type="application/manifest+json",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+@router.get("/sw.js")
+async def service_worker() -> FileResponse:
+    """The service worker, served from the root so it may control every page."""
+    return FileResponse(
+        STATIC_DIR / "sw.js",
+        media_type="application/javascript",
+        headers={"Service-Worker-Allowed": "/", "Cache-Control": "no-cache"},
+    )
