@@ -7,6 +7,8 @@ from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from craftreel.accounts.models import (
@@ -19,6 +21,7 @@ from craftreel.accounts.models import (
     SocialIdentity,
     User,
 )
+from craftreel.core.clock import utcnow
 
 # --- users -----------------------------------------------------------------------------
 
@@ -241,6 +244,17 @@ async def blocked_users(session: AsyncSession, blocker_id: UUID) -> Sequence[Use
 
 async def follow_row(session: AsyncSession, follower: UUID, followee: UUID) -> Follow | None:
     return await session.get(Follow, (follower, followee))
+
+
+async def insert_follow(session: AsyncSession, follower: UUID, followee: UUID, status: str) -> bool:
+    """Insert a follow unless one exists (a race is settled by the primary key, not an error)."""
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    result = await session.execute(
+        insert(Follow)
+        .values(follower_id=follower, followee_id=followee, status=status, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["follower_id", "followee_id"])
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def delete_follows_between(session: AsyncSession, a: UUID, b: UUID) -> None:

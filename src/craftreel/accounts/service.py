@@ -19,7 +19,6 @@ from craftreel.accounts.models import (
     AuthSession,
     Block,
     EmailToken,
-    Follow,
     FollowStatus,
     MessagePolicy,
     RefreshToken,
@@ -859,17 +858,11 @@ async def follow(uow: UnitOfWork, viewer: User, handle: str) -> schemas.FollowRe
     person = await person_visible_to(uow, viewer, handle)
     if person.id == viewer.id:
         raise InvalidInput("You cannot follow yourself.")
-    existing = await repo.follow_row(uow.session, viewer.id, person.id)
-    if existing is not None:
-        return schemas.FollowResult(status=existing.status)
     status = FollowStatus.PENDING if person.is_private else FollowStatus.ACTIVE
-    uow.session.add(Follow(follower_id=viewer.id, followee_id=person.id, status=status))
-    try:
-        await uow.session.flush()
-    except IntegrityError:
-        # A concurrent follow of the same person won; the unique key decided.
-        raise Conflict("You already follow them.") from None
-    return schemas.FollowResult(status=status)
+    if not await repo.insert_follow(uow.session, viewer.id, person.id, status):
+        existing = await repo.follow_row(uow.session, viewer.id, person.id)
+        status = FollowStatus(existing.status) if existing else status
+    return schemas.FollowResult(status=status.value)
 
 
 async def unfollow(uow: UnitOfWork, viewer: User, handle: str) -> schemas.FollowResult:
