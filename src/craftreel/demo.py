@@ -82,7 +82,7 @@ async def seed_demo(settings: Settings) -> None:
                     ctx,
                     uow,
                     schemas.SignUp(
-                        email=f"{handle.replace('_', '.')}@demo.craftreel.local",
+                        email=f"{handle.replace('_', '.')}@demo.craftreel.app",
                         handle=handle,
                         password=DEMO_PASSWORD,
                         display_name=name,
@@ -102,7 +102,7 @@ async def seed_demo(settings: Settings) -> None:
                     await accounts.follow(uow, viewer, handle)
         print(
             f"demo data: {created} people added; sign in as "
-            f"wool.and.wood@demo.craftreel.local / {DEMO_PASSWORD}"
+            f"wool.and.wood@demo.craftreel.app / {DEMO_PASSWORD}"
         )
     finally:
         await ctx.close()

@@ -1,0 +1,77 @@
+"""The command line against a fresh SQLite database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(var_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "CRAFTREEL_DEMO_MODE": "true",
+        "CRAFTREEL_VAR_DIR": str(var_dir),
+        "CRAFTREEL_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "craftreel.cli_main", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli")
+    result = run(path, "migrate")
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_seed_demo_is_idempotent(var_dir: Path) -> None:
+    first = run(var_dir, "seed-demo")
+    assert first.returncode == 0, first.stderr
+    assert "6 people added" in first.stdout
+    second = run(var_dir, "seed-demo")
+    assert second.returncode == 0, second.stderr
+    assert "0 people added" in second.stdout
+    assert list((var_dir / "media" / "avatars").glob("*/*.webp"))
+
+
+def test_create_admin(var_dir: Path) -> None:
+    made = run(
+        var_dir,
+        "create-admin",
+        "--email",
+        "root@example.org",
+        "--handle",
+        "boss",
+        CRAFTREEL_ADMIN_PASSWORD="an admin passphrase",
+    )
+    assert made.returncode == 0, made.stderr
+    assert "admin @boss created" in made.stdout
+    again = run(
+        var_dir,
+        "create-admin",
+        "--email",
+        "root@example.org",
+        "--handle",
+        "boss2",
+        CRAFTREEL_ADMIN_PASSWORD="an admin passphrase",
+    )
+    assert again.returncode == 1
+    assert "email_taken" in again.stderr
+
+
+def test_worker_says_it_has_nothing_to_do(var_dir: Path) -> None:
+    result = run(var_dir, "worker")
+    assert result.returncode == 0
+    assert "no background jobs yet" in result.stderr
