@@ -13,7 +13,11 @@ function csrfToken() {
 }
 
 document.addEventListener("htmx:configRequest", (event) => {
-  event.detail.headers["X-CSRF-Token"] = csrfToken();
+  // Only to our own origin: the token must never travel to another site.
+  const target = new URL(event.detail.path, window.location.href);
+  if (target.origin === window.location.origin) {
+    event.detail.headers["X-CSRF-Token"] = csrfToken();
+  }
 });
 
 // --- Toasts -----------------------------------------------------------------------------
@@ -113,10 +117,17 @@ function watchToasts() {
   requestAnimationFrame(() => initial.forEach((toast) => region.append(toast)));
 }
 
-// A server can raise a toast from any htmx response: HX-Trigger: {"toast": {"message": "Saved", "kind": "success"}}
-document.addEventListener("toast", (event) => {
+// A server raises a toast from any htmx response with an HX-Trigger header:
+//   HX-Trigger: {"craftreel:toast": {"message": "Saved", "kind": "success"}}
+//   HX-Trigger: {"craftreel:error": "That mug just sold out."}   (the error handler's form)
+document.addEventListener("craftreel:toast", (event) => {
   const { message, kind } = event.detail ?? {};
   if (message) showToast(message, kind);
+});
+
+document.addEventListener("craftreel:error", (event) => {
+  const message = event.detail?.value ?? event.detail?.message;
+  if (message) showToast(message, "error");
 });
 
 document.addEventListener("htmx:sendError", () => {
@@ -125,7 +136,7 @@ document.addEventListener("htmx:sendError", () => {
 
 document.addEventListener("htmx:responseError", (event) => {
   const xhr = event.detail.xhr;
-  // A response that raised its own toast or swapped content has already said what happened.
+  // A response with HX-Trigger raised its own toast (craftreel:error / craftreel:toast).
   if (xhr.getResponseHeader("HX-Trigger")) return;
   let message = "Something went wrong. Please try again.";
   try {
