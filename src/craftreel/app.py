@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -120,9 +122,14 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
         context = ctx or build_context(settings)
         app.state.ctx = context
         settings.media_dir.mkdir(parents=True, exist_ok=True)
+        # Retries failed mail and sends what a crashed process left queued.
+        mail_sweeper = asyncio.create_task(context.outbox.run(), name="mail-outbox")
         try:
             yield
         finally:
+            mail_sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await mail_sweeper
             if owned:
                 await context.close()
 

@@ -12,6 +12,7 @@ from craftreel.accounts.social import JwksCache
 from craftreel.config import Settings
 from craftreel.core.db import UnitOfWork, create_engine, session_factory
 from craftreel.core.mail import FileMailer, Mailer, SmtpMailer
+from craftreel.core.outbox import MailOutbox
 from craftreel.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from craftreel.core.security import Passwords
 from craftreel.core.storage import LocalStorage
@@ -23,7 +24,7 @@ class AppContext:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     passwords: Passwords
-    mailer: Mailer
+    outbox: MailOutbox
     limiter: RateLimiter
     storage: LocalStorage
     http: httpx.AsyncClient
@@ -57,14 +58,15 @@ def build_context(settings: Settings) -> AppContext:
     else:
         mailer = FileMailer(settings.mail_dir, settings.mail_from)
     http = httpx.AsyncClient(timeout=10)
+    sessions = session_factory(engine)
     return AppContext(
         settings=settings,
         engine=engine,
-        sessions=session_factory(engine),
+        sessions=sessions,
         passwords=Passwords(
             settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
         ),
-        mailer=mailer,
+        outbox=MailOutbox(sessions, mailer),
         limiter=RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter(),
         storage=LocalStorage(settings.media_dir),
         http=http,

@@ -71,7 +71,7 @@ class _SilentMailer:
 async def seed_demo(settings: Settings) -> None:
     """Create the demo people and follows; running it again changes nothing."""
     ctx = build_context(settings)
-    ctx.mailer = _SilentMailer()
+    ctx.outbox.mailer = _SilentMailer()
     created = 0
     try:
         for handle, name, bio, maker, colour in PEOPLE:

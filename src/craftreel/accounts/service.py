@@ -307,8 +307,8 @@ async def send_verification(ctx: AppContext, uow: UnitOfWork, user: User) -> Non
     ttl = timedelta(hours=ctx.settings.email_token_hours)
     token = await _email_link(ctx, uow, user, TokenPurpose.VERIFY_EMAIL, user.email_normalized, ttl)
     link = _url(ctx, "/verify", token)
-    uow.after_commit(
-        ctx.mailer.send,
+    ctx.outbox.queue(
+        uow,
         Mail(
             to=user.email,
             subject="Confirm your email for Craftreel",
@@ -454,8 +454,8 @@ async def request_password_reset(
         return
     ttl = timedelta(minutes=ctx.settings.reset_token_minutes)
     token = await _email_link(ctx, uow, user, TokenPurpose.RESET_PASSWORD, normalized, ttl)
-    uow.after_commit(
-        ctx.mailer.send,
+    ctx.outbox.queue(
+        uow,
         Mail(
             to=user.email,
             subject="Reset your Craftreel password",
@@ -528,8 +528,8 @@ async def request_email_change(
         raise EmailTaken(field="new_email")
     ttl = timedelta(hours=ctx.settings.email_token_hours)
     token = await _email_link(ctx, uow, user, TokenPurpose.CHANGE_EMAIL, normalized, ttl)
-    uow.after_commit(
-        ctx.mailer.send,
+    ctx.outbox.queue(
+        uow,
         Mail(
             to=new_email.strip(),
             subject="Confirm your new email for Craftreel",
@@ -540,8 +540,8 @@ async def request_email_change(
             ),
         ),
     )
-    uow.after_commit(
-        ctx.mailer.send,
+    ctx.outbox.queue(
+        uow,
         Mail(
             to=user.email,
             subject="Your Craftreel email is about to change",

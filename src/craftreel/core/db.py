@@ -91,7 +91,7 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
 
 
-AfterCommit = Callable[[], Awaitable[None] | None]
+AfterCommit = Callable[[], Awaitable[object] | None]
 
 
 class UnitOfWork:
@@ -125,7 +125,7 @@ class UnitOfWork:
             await self._run_hooks()
         self._hooks = []
 
-    def after_commit(self, fn: Callable[..., Awaitable[None] | None], *args: Any) -> None:
+    def after_commit(self, fn: Callable[..., Awaitable[object] | None], *args: Any) -> None:
         """Run ``fn(*args)`` once the transaction has committed; dropped on rollback."""
         self._hooks.append(lambda: fn(*args))
 
