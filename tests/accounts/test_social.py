@@ -257,6 +257,32 @@ async def test_a_verified_email_links_to_the_existing_password_account(
     await sign_in(client, "mara@example.org", "mara", PASSWORD)
 
 
+@pytest.mark.parametrize("provider", ["google", "apple"])
+async def test_an_unverified_squatter_loses_the_account_to_the_provens_owner(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    providers: dict[str, IdentityProvider],
+    provider: str,
+) -> None:
+    # given someone signed up with Mara's address but never verified it
+    squatter = await sign_up(client, "squatter")
+    assert squatter.email == "squatter@example.org"
+
+    # when the real owner of that address signs in with the provider
+    id_token = providers[provider].id_token("sub-owner-1", "squatter@example.org")
+    response = await _social(client, provider, id_token)
+    assert response.status_code == 200, response.text
+
+    # then the unproven password no longer works and the squatter's sessions are over
+    assert (await client.get("/api/v1/me", headers=squatter.auth)).status_code == 401
+    refused = await client.post(
+        "/api/v1/auth/signin", json={"email": squatter.email, "password": PASSWORD}
+    )
+    assert refused.status_code == 401
+    owner = await _me(client, response.json()["access_token"])
+    assert owner["email_verified"] is True
+
+
 # --- refused tokens -----------------------------------------------------------------------
 
 # Each makes (id_token, nonce) from the provider signed into and the other provider.

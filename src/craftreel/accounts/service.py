@@ -613,8 +613,14 @@ async def _user_for_identity(ctx: AppContext, uow: UnitOfWork, found: VerifiedId
         )
         user.handle_normalized = user.handle.lower()
         uow.session.add(user)
-    else:
-        user.email_verified_at = user.email_verified_at or utcnow()
+        # No ORM relationship orders the inserts, so write the user before its identity.
+        await uow.session.flush()
+    elif not user.email_verified:
+        # Someone signed up with this address but never proved it; the provider just did.
+        # Guard against account pre-hijacking: the unproven password and sessions end.
+        user.password_hash = None
+        user.email_verified_at = utcnow()
+        await repo.revoke_sessions(uow.session, user.id, utcnow())
     uow.session.add(
         SocialIdentity(user_id=user.id, provider=found.provider, subject=found.subject, email=email)
     )

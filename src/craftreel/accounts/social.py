@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -97,12 +98,17 @@ class JwksCache:
     async def _fetch(self, url: str) -> dict[str, dict[str, Any]]:
         response = await self._http.get(url, timeout=10)
         response.raise_for_status()
-        keys = response.json().get("keys", [])
-        return {k["kid"]: k for k in keys if isinstance(k, dict) and "kid" in k}
+        body = response.json()
+        keys = body.get("keys") if isinstance(body, dict) else None
+        if not isinstance(keys, list):
+            raise ValueError("the JWKS document has no key list")
+        return {k["kid"]: k for k in keys if isinstance(k, dict) and isinstance(k.get("kid"), str)}
 
     async def key(self, url: str, kid: str) -> dict[str, Any] | None:
         async with self._lock:
-            fetched_at, keys = self._keys.get(url, (0.0, {}))
+            # Never fetched counts as infinitely stale: the monotonic clock starts near zero
+            # at boot, so a 0.0 default would skip the first fetch for the first minute.
+            fetched_at, keys = self._keys.get(url, (-math.inf, {}))
             now = time.monotonic()
             stale = now - fetched_at > self._ttl
             if stale or (kid not in keys and now - fetched_at > 60):
