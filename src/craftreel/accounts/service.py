@@ -898,6 +898,24 @@ async def remove_follower(uow: UnitOfWork, viewer: User, handle: str) -> None:
         await uow.session.delete(row)
 
 
+async def may_message(uow: UnitOfWork, sender: User, recipient: User) -> bool:
+    """Whether ``sender`` may start a conversation with ``recipient`` (for chat).
+
+    Blocks either way always forbid it; otherwise the recipient's "who may message me"
+    setting decides: everyone, only people the recipient follows, or nobody.
+    """
+    if sender.id == recipient.id or not recipient.is_active:
+        return False
+    if await repo.is_blocked_either_way(uow.session, sender.id, recipient.id):
+        return False
+    if recipient.message_policy == MessagePolicy.EVERYONE:
+        return True
+    if recipient.message_policy == MessagePolicy.FOLLOWING:
+        row = await repo.follow_row(uow.session, recipient.id, sender.id)
+        return row is not None and row.status == FollowStatus.ACTIVE
+    return False
+
+
 async def block(uow: UnitOfWork, viewer: User, handle: str) -> None:
     """Block someone: follows both ways end; they can no longer see, follow or find me."""
     person = await repo.user_by_handle(uow.session, normalize_handle(handle))
