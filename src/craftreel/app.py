@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +24,7 @@ from craftreel.core.errors import DomainError, NotAuthenticated
 from craftreel.core.logging import configure_logging
 from craftreel.core.middleware import Metrics, RequestContextMiddleware
 from craftreel.core.web import CSRF_COOKIE, PACKAGE_DIR, build_templates, render
+from craftreel.runtime import start_background
 from craftreel.web import views as web_views
 
 log = logging.getLogger(__name__)
@@ -122,14 +121,12 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
         context = ctx or build_context(settings)
         app.state.ctx = context
         settings.media_dir.mkdir(parents=True, exist_ok=True)
-        # Retries failed mail and sends what a crashed process left queued.
-        mail_sweeper = asyncio.create_task(context.outbox.run(), name="mail-outbox")
+        background = await start_background(context, run_jobs=True)
+        app.state.background = background
         try:
             yield
         finally:
-            mail_sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await mail_sweeper
+            await background.stop()
             if owned:
                 await context.close()
 

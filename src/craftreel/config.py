@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +70,33 @@ class Settings(BaseSettings):
     avatar_max_bytes: PositiveInt = 10 * 1024 * 1024
     avatar_max_pixels: PositiveInt = 40_000_000
 
+    # media storage
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_path_style: bool = False
+    s3_public_base_url: str | None = None
+    private_url_seconds: int = Field(default=300, ge=10, le=3600)
+
+    # uploads and processing
+    upload_max_video_bytes: PositiveInt = 4 * 1024**3
+    upload_max_image_bytes: PositiveInt = 30 * 1000**2
+    upload_max_audio_bytes: PositiveInt = 500 * 1000**2
+    upload_part_mib: int = Field(default=8, ge=8, le=64)
+    upload_expiry_hours: PositiveInt = 24
+    media_max_duration_seconds: PositiveInt = 600
+    media_max_pixels: PositiveInt = 40_000_000
+    ffmpeg_path: str | None = None
+
+    # background jobs
+    jobs_backend: Literal["inprocess", "redis"] = "inprocess"
+    job_concurrency: int = Field(default=1, ge=1, le=32)
+    job_max_attempts: int = Field(default=5, ge=1, le=50)
+    job_lease_seconds: int = Field(default=120, ge=10)
+
     # social sign-in (OpenID Connect ID tokens)
     google_client_id: str | None = None
     google_issuer: str = "https://accounts.google.com"
@@ -96,6 +123,10 @@ class Settings(BaseSettings):
                 "CRAFTREEL_DATABASE_URL must start with sqlite+aiosqlite:// "
                 "or postgresql+asyncpg://"
             )
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("CRAFTREEL_S3_BUCKET must be set when CRAFTREEL_STORAGE_BACKEND=s3")
+        if self.jobs_backend == "redis" and not self.redis_url:
+            raise ValueError("CRAFTREEL_REDIS_URL must be set when CRAFTREEL_JOBS_BACKEND=redis")
         return self
 
     @property
@@ -122,6 +153,14 @@ class Settings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.var_dir / "media"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.var_dir / "uploads"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.var_dir / "work"
 
     @property
     def mail_dir(self) -> Path:

@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from craftreel.accounts.social import JwksCache
 from craftreel.config import Settings
 from craftreel.core.db import UnitOfWork, create_engine, session_factory
+from craftreel.core.jobs import JobQueue
 from craftreel.core.mail import FileMailer, Mailer, SmtpMailer
 from craftreel.core.outbox import MailOutbox
 from craftreel.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from craftreel.core.security import Passwords
-from craftreel.core.storage import LocalStorage
+from craftreel.core.storage import LocalStorage, S3Storage, Storage
 
 
 @dataclass
@@ -25,8 +26,9 @@ class AppContext:
     sessions: async_sessionmaker[AsyncSession]
     passwords: Passwords
     outbox: MailOutbox
+    jobs: JobQueue
     limiter: RateLimiter
-    storage: LocalStorage
+    storage: Storage
     http: httpx.AsyncClient
     jwks: JwksCache
     redis: Redis | None
@@ -39,6 +41,24 @@ class AppContext:
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+
+
+def build_storage(settings: Settings) -> Storage:
+    """The media store the settings name."""
+    if settings.storage_backend == "s3":
+        assert settings.s3_bucket is not None  # the settings validator guarantees it
+        return S3Storage(
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key.get_secret_value()
+            if settings.s3_secret_key
+            else None,
+            path_style=settings.s3_path_style,
+            public_base_url=settings.s3_public_base_url,
+        )
+    return LocalStorage(settings.media_dir, settings.signing_key)
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -67,8 +87,13 @@ def build_context(settings: Settings) -> AppContext:
             settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism
         ),
         outbox=MailOutbox(sessions, mailer),
+        jobs=JobQueue(
+            sessions,
+            lease_seconds=settings.job_lease_seconds,
+            max_attempts=settings.job_max_attempts,
+        ),
         limiter=RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter(),
-        storage=LocalStorage(settings.media_dir),
+        storage=build_storage(settings),
         http=http,
         jwks=JwksCache(http),
         redis=redis,

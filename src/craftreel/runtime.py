@@ -1,0 +1,53 @@
+"""What runs in the background of a process: job runners and the mail sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from craftreel.context import AppContext
+from craftreel.core.jobs import InProcessRunner
+from craftreel.core.jobs_arq import ArqNotifier
+
+
+def register_job_handlers(ctx: AppContext) -> None:
+    """Every feature's job handlers, by kind."""
+    from craftreel.media import tasks as media_tasks
+
+    media_tasks.register(ctx)
+
+
+@dataclass
+class Background:
+    ctx: AppContext
+    runner: InProcessRunner | None = None
+    notifier: ArqNotifier | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.stop()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.notifier is not None:
+            await self.notifier.close()
+
+
+async def start_background(ctx: AppContext, run_jobs: bool) -> Background:
+    """Start the mail sweeper, and either run jobs here or send them to the Redis queue."""
+    register_job_handlers(ctx)
+    background = Background(ctx)
+    # Retries failed mail and sends what a crashed process left queued.
+    background.tasks.append(asyncio.create_task(ctx.outbox.run(), name="mail-outbox"))
+    if ctx.settings.jobs_backend == "redis":
+        assert ctx.settings.redis_url is not None  # the settings validator guarantees it
+        background.notifier = await ArqNotifier.connect(ctx.settings.redis_url)
+        ctx.jobs.notifier = background.notifier
+    elif run_jobs:
+        background.runner = InProcessRunner(ctx.jobs, ctx.settings.job_concurrency)
+        background.runner.start()
+    return background
