@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -24,6 +23,8 @@ from craftreel.core.errors import DomainError, NotAuthenticated
 from craftreel.core.logging import configure_logging
 from craftreel.core.middleware import Metrics, RequestContextMiddleware
 from craftreel.core.web import CSRF_COOKIE, PACKAGE_DIR, build_templates, render
+from craftreel.media import api as media_api
+from craftreel.media import serving as media_serving
 from craftreel.runtime import start_background
 from craftreel.web import views as web_views
 
@@ -198,8 +199,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(accounts_api.router)
     app.include_router(accounts_views.router)
     app.include_router(web_views.router)
+    app.include_router(media_api.router)
+    app.include_router(media_serving.router)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "web" / "static"), name="static")
-    media_dir = Path(settings.media_dir)
-    media_dir.mkdir(parents=True, exist_ok=True)
-    app.mount("/media", StaticFiles(directory=media_dir), name="media")
     return app

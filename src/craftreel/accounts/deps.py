@@ -10,6 +10,7 @@ from craftreel.accounts import service
 from craftreel.accounts.models import User
 from craftreel.accounts.service import Client, Identity
 from craftreel.core.errors import NotAuthenticated
+from craftreel.core.web import verify_csrf
 from craftreel.deps import Ctx, Uow
 
 SESSION_COOKIE = "cr_session"
@@ -68,9 +69,28 @@ async def web_identity(
     return identity
 
 
+async def api_or_web_user(request: Request, ctx: Ctx) -> User:
+    """A bearer token, or the browser's session cookie plus its CSRF header (for uploads and
+    other endpoints the web app's scripts call directly).
+
+    It checks in a transaction of its own that ends before the handler runs, so a handler
+    that streams for minutes (an upload) holds no database connection or lock meanwhile.
+    """
+    async with ctx.uow() as uow:
+        identity = await _bearer_identity(request, ctx, uow)
+        if identity is None:
+            identity = await web_optional_identity(request, uow)
+    if identity is None:
+        raise NotAuthenticated()
+    if not request.headers.get("authorization"):
+        await verify_csrf(request)
+    return identity.user
+
+
 ApiIdentity = Annotated[Identity, Depends(api_identity, scope="function")]
 ApiUser = Annotated[User, Depends(api_user, scope="function")]
 ApiOptionalUser = Annotated[User | None, Depends(api_optional_user, scope="function")]
+ApiOrWebUser = Annotated[User, Depends(api_or_web_user)]
 WebIdentity = Annotated[Identity, Depends(web_identity, scope="function")]
 WebOptionalIdentity = Annotated[Identity | None, Depends(web_optional_identity, scope="function")]
 ClientInfo = Annotated[Client, Depends(client_of)]

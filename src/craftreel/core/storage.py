@@ -80,6 +80,11 @@ class Storage(Protocol):
         """Copy the object at ``key`` to a local file (streamed)."""
         ...
 
+    async def fetch(self, key: str, folder: Path) -> Path:
+        """A local file with the object's bytes: the stored file itself on local disk, else a
+        download into ``folder``."""
+        ...
+
     async def stat(self, key: str) -> ObjectInfo | None:
         """Size and ETag of ``key``, or None when it does not exist."""
         ...
@@ -105,7 +110,7 @@ class Storage(Protocol):
         ...
 
     async def upload_part(self, key: str, upload_id: str, number: int, path: Path) -> str:
-        """Upload one part from a local file; returns the part's ETag."""
+        """Upload one part from a local file, which may be consumed; returns the part's ETag."""
         ...
 
     async def complete_multipart(
@@ -126,15 +131,22 @@ def check_key(key: str) -> str:
     return key
 
 
-def sign_media_path(secret: bytes, key: str, expires: int) -> str:
-    mac = hmac.new(secret, f"{key}\n{expires}".encode(), hashlib.sha256).digest()
+def signed_scope(key: str) -> str:
+    """What a signature covers: the object's folder (``media/<id>``), so that the relative
+    URLs inside an HLS playlist, which resolve under the same signed path, work too."""
+    parts = check_key(key).split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else key
+
+
+def sign_scope(secret: bytes, scope: str, expires: int) -> str:
+    mac = hmac.new(secret, f"media\n{scope}\n{expires}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
-def verify_media_signature(secret: bytes, key: str, expires: int, signature: str) -> bool:
+def verify_scope(secret: bytes, key: str, expires: int, signature: str) -> bool:
     if expires < int(time.time()):
         return False
-    return hmac.compare_digest(sign_media_path(secret, key, expires), signature)
+    return hmac.compare_digest(sign_scope(secret, signed_scope(key), expires), signature)
 
 
 class LocalStorage:
@@ -183,6 +195,9 @@ class LocalStorage:
     async def get_to_file(self, key: str, path: Path) -> None:
         await asyncio.to_thread(shutil.copyfile, self.path(key), path)
 
+    async def fetch(self, key: str, folder: Path) -> Path:
+        return self.path(key)
+
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
             st = await asyncio.to_thread(os.stat, self.path(key))
@@ -211,8 +226,8 @@ class LocalStorage:
 
     def signed_url(self, key: str, ttl_seconds: int) -> str:
         expires = int(time.time()) + ttl_seconds
-        signature = sign_media_path(self.secret, check_key(key), expires)
-        return f"{self.url_prefix}{quote(key)}?exp={expires}&sig={signature}"
+        signature = sign_scope(self.secret, signed_scope(key), expires)
+        return f"{self.url_prefix}_s/{expires}/{signature}/{quote(key)}"
 
     # Multipart on local disk: parts are files in a hidden folder, joined by streaming.
     def _parts_dir(self, key: str, upload_id: str) -> Path:
@@ -224,8 +239,9 @@ class LocalStorage:
         return upload_id
 
     async def upload_part(self, key: str, upload_id: str, number: int, path: Path) -> str:
+        # Same disk: the part file is moved, not copied.
         target = self._parts_dir(key, upload_id) / f"{number:05d}"
-        await asyncio.to_thread(shutil.copyfile, path, target)
+        await asyncio.to_thread(path.replace, target)
         return str(number)
 
     async def complete_multipart(
@@ -308,6 +324,12 @@ class S3Storage:
         await self._call(
             self.client.download_file, Bucket=self.bucket, Key=check_key(key), Filename=str(path)
         )
+
+    async def fetch(self, key: str, folder: Path) -> Path:
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        path = folder / Path(key).name
+        await self.get_to_file(key, path)
+        return path
 
     async def stat(self, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError

@@ -15,6 +15,12 @@ from craftreel.core.db import Base
 from craftreel.core.ids import uuid7
 
 
+class MediaKind(StrEnum):
+    VIDEO = "video"
+    IMAGE = "image"
+    AUDIO = "audio"
+
+
 class MediaStatus(StrEnum):
     UPLOADING = "uploading"
     PROCESSING = "processing"
