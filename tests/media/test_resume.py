@@ -69,8 +69,9 @@ class Server:
 
 @pytest.fixture
 def server(
-    tmp_path: Path, settings: object, database_urls: dict[str, str], backend: str
+    tmp_path: Path, ctx: AppContext, database_urls: dict[str, str], backend: str
 ) -> Iterator[Server]:
+    """A server on this test's database (emptied by the ``ctx`` fixture first)."""
     var_dir = tmp_path / "var"
     srv = Server(var_dir, _free_port(), database_urls[backend])
     srv.start()
