@@ -68,12 +68,50 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    load_settings()
-    print(
-        "craftreel worker: there are no background jobs yet (the media pipeline brings the "
-        "first). Nothing to do; exiting.",
-        file=sys.stderr,
-    )
+    """Run background jobs until SIGTERM/SIGINT: from Redis (arq) or by sweeping the table."""
+    import signal
+
+    from craftreel.context import build_context
+    from craftreel.core.logging import configure_logging
+    from craftreel.runtime import start_background
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    async def run() -> None:
+        ctx = build_context(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        background = await start_background(ctx, run_jobs=True)
+        worker = None
+        try:
+            if settings.jobs_backend == "redis":
+                from craftreel.core.jobs_arq import build_worker
+
+                assert settings.redis_url is not None
+                worker = build_worker(ctx.jobs, settings.redis_url, settings.job_concurrency)
+                worker_task = asyncio.create_task(worker.async_run())
+                await asyncio.wait(
+                    [worker_task, asyncio.create_task(stop.wait())],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                worker_task.cancel()
+                await asyncio.gather(worker_task, return_exceptions=True)
+            else:
+                print(
+                    "craftreel worker: running jobs from the database (jobs backend: inprocess)",
+                    file=sys.stderr,
+                )
+                await stop.wait()
+        finally:
+            if worker is not None:
+                await worker.close()
+            await background.stop()
+            await ctx.close()
+
+    asyncio.run(run())
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -123,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--seed-demo", action="store_true", help="load demo data first")
     serve.set_defaults(func=cmd_serve)
 
-    worker = sub.add_parser("worker", help="run background jobs (none exist yet)")
+    worker = sub.add_parser("worker", help="run background jobs (media processing, cleanup)")
     worker.set_defaults(func=cmd_worker)
 
     mig = sub.add_parser("migrate", help="apply database migrations")

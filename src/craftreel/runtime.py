@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from craftreel.context import AppContext
 from craftreel.core.jobs import InProcessRunner
 from craftreel.core.jobs_arq import ArqNotifier
+
+log = logging.getLogger(__name__)
 
 
 def register_job_handlers(ctx: AppContext) -> None:
@@ -37,6 +41,23 @@ class Background:
             await self.notifier.close()
 
 
+async def _every(seconds: float, name: str, action: Callable[[], Awaitable[object]]) -> None:
+    """Run ``action`` now and then every ``seconds``, logging (never dying of) failures."""
+    while True:
+        try:
+            await action()
+        except Exception:
+            log.exception("periodic task failed", extra={"task": name})
+        await asyncio.sleep(seconds)
+
+
+def _periodic(ctx: AppContext) -> list[tuple[float, str, Callable[[], Awaitable[object]]]]:
+    """Housekeeping that runs wherever jobs run."""
+    from craftreel.media.tasks import sweep_uploads
+
+    return [(600.0, "media.sweep_uploads", lambda: sweep_uploads(ctx))]
+
+
 async def start_background(ctx: AppContext, run_jobs: bool) -> Background:
     """Start the mail sweeper, and either run jobs here or send them to the Redis queue."""
     register_job_handlers(ctx)
@@ -50,4 +71,7 @@ async def start_background(ctx: AppContext, run_jobs: bool) -> Background:
     elif run_jobs:
         background.runner = InProcessRunner(ctx.jobs, ctx.settings.job_concurrency)
         background.runner.start()
+    if run_jobs and ctx.settings.jobs_backend == "inprocess":
+        for seconds, name, action in _periodic(ctx):
+            background.tasks.append(asyncio.create_task(_every(seconds, name, action), name=name))
     return background

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,20 @@ def test_create_admin(var_dir: Path) -> None:
     assert "email_taken" in again.stderr
 
 
-def test_worker_says_it_has_nothing_to_do(var_dir: Path) -> None:
-    result = run(var_dir, "worker")
-    assert result.returncode == 0
-    assert "no background jobs yet" in result.stderr
+def test_worker_runs_until_told_to_stop(var_dir: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "craftreel.cli_main", "worker"],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "CRAFTREEL_DEMO_MODE": "true",
+            "CRAFTREEL_VAR_DIR": str(var_dir),
+            "CRAFTREEL_LOG_JSON": "false",
+        },
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    first = process.stderr.readline()
+    assert "running jobs from the database" in first
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0

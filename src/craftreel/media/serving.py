@@ -22,7 +22,8 @@ MEDIA_CSP = "default-src 'none'; media-src 'self'; img-src 'self'; sandbox"
 
 
 class _PublicCache:
-    """Which media objects are public, remembered for a few seconds per id."""
+    """Which media objects are public, remembered for a few seconds per id. Only "public" is
+    remembered, so something just published is served at once."""
 
     def __init__(self, ttl: float = 5.0) -> None:
         self.ttl = ttl
@@ -36,9 +37,10 @@ class _PublicCache:
         async with ctx.sessions() as session:
             media = await session.get(MediaObject, media_id)
         public = media is not None and media.is_public
-        if len(self._seen) > 50_000:
-            self._seen.clear()
-        self._seen[media_id] = (now, public)
+        if public:
+            if len(self._seen) > 50_000:
+                self._seen.clear()
+            self._seen[media_id] = (now, public)
         return public
 
 
@@ -72,7 +74,13 @@ async def _serve(request: Request, ctx: Ctx, key: str, signed: bool) -> Response
     info = await storage.stat(key)
     if info is None or not path.is_file():
         raise NotFound()
-    cache = PUBLIC_CACHE if not signed else f"private, max-age={ctx.settings.private_url_seconds}"
+    if key.endswith(".m3u8"):
+        # Playlists change as rungs are added; segments never do.
+        cache = "no-cache"
+    elif signed:
+        cache = f"private, max-age={ctx.settings.private_url_seconds}"
+    else:
+        cache = PUBLIC_CACHE
     headers = {
         "Cache-Control": cache,
         "ETag": info.etag,
