@@ -122,7 +122,8 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
         context = ctx or build_context(settings)
         app.state.ctx = context
         settings.media_dir.mkdir(parents=True, exist_ok=True)
-        background = await start_background(context, run_jobs=True)
+        # With Redis, `craftreel worker` processes run the jobs; otherwise this process does.
+        background = await start_background(context, run_jobs=settings.jobs_backend == "inprocess")
         app.state.background = background
         try:
             yield

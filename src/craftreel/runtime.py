@@ -59,7 +59,9 @@ def _periodic(ctx: AppContext) -> list[tuple[float, str, Callable[[], Awaitable[
 
 
 async def start_background(ctx: AppContext, run_jobs: bool) -> Background:
-    """Start the mail sweeper, and either run jobs here or send them to the Redis queue."""
+    """Start the mail sweeper; send jobs to the Redis queue when configured; and when this
+    process runs jobs (``serve`` on the in-process backend, or ``worker``), housekeeping too.
+    """
     register_job_handlers(ctx)
     background = Background(ctx)
     # Retries failed mail and sends what a crashed process left queued.
@@ -71,7 +73,7 @@ async def start_background(ctx: AppContext, run_jobs: bool) -> Background:
     elif run_jobs:
         background.runner = InProcessRunner(ctx.jobs, ctx.settings.job_concurrency)
         background.runner.start()
-    if run_jobs and ctx.settings.jobs_backend == "inprocess":
+    if run_jobs:
         for seconds, name, action in _periodic(ctx):
             background.tasks.append(asyncio.create_task(_every(seconds, name, action), name=name))
     return background
