@@ -19,6 +19,7 @@ import pytest
 
 from craftreel.context import AppContext
 from tests.conftest import PASSWORD
+from tests.media import media_factory
 from tests.media.test_uploads import MIB, metadata
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -83,7 +84,20 @@ def server(
             srv.process.wait(timeout=10)
 
 
-def test_upload_resumes_after_kill_9(server: Server) -> None:
+def _big_video(folder: Path) -> bytes:
+    """A real (lossless, so large) video: after the upload completes it is processed, and a
+    real video's source is kept, so the test can compare it byte for byte."""
+    out = folder / "big.mp4"
+    media_factory.ffmpeg(
+        *("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30:duration=15"),
+        *("-f", "lavfi", "-i", "sine=frequency=440:duration=15"),
+        *("-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p"),
+        *("-c:a", "aac", "-shortest", str(out)),
+    )
+    return out.read_bytes()
+
+
+def test_upload_resumes_after_kill_9(server: Server, tmp_path: Path) -> None:
     signup = httpx.post(
         f"{server.base}/api/v1/auth/signup",
         json={"email": "killer@example.org", "handle": "killer", "password": PASSWORD},
@@ -94,7 +108,8 @@ def test_upload_resumes_after_kill_9(server: Server) -> None:
         json={"email": "killer@example.org", "password": PASSWORD},
     ).json()
     auth = {"Authorization": f"Bearer {tokens['access_token']}"}
-    data = os.urandom(30 * MIB)
+    data = _big_video(tmp_path)
+    assert len(data) > 22 * MIB
     created = httpx.post(
         f"{server.base}/api/v1/uploads",
         headers={

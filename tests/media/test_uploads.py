@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -63,6 +64,13 @@ async def maker(client: httpx.AsyncClient) -> Person:
     return await sign_up(client, "uploader")
 
 
+@pytest.fixture
+async def no_processing(app: Any) -> None:
+    """These uploads are random bytes: keep the job runner from checking (and refusing) them
+    while a test still looks at the stored source."""
+    await app.state.background.runner.stop()
+
+
 async def test_options_advertises_tus(client: httpx.AsyncClient) -> None:
     response = await client.options("/api/v1/uploads")
     assert response.status_code == 204
@@ -76,7 +84,7 @@ async def test_options_advertises_tus(client: httpx.AsyncClient) -> None:
 
 
 async def test_upload_in_chunks_then_processing_starts(
-    client: httpx.AsyncClient, ctx: AppContext, maker: Person
+    client: httpx.AsyncClient, ctx: AppContext, maker: Person, no_processing: None
 ) -> None:
     data = os.urandom(17 * MIB + 123)
     created = await create(client, maker, len(data))
@@ -95,7 +103,7 @@ async def test_upload_in_chunks_then_processing_starts(
 
     media_id = url.rsplit("/", 1)[1]
     got = (await client.get(f"/api/v1/media/{media_id}", headers=maker.auth)).json()
-    assert got["status"] in ("processing", "ready", "failed")
+    assert got["status"] == "processing"
     assert got["upload"] == {"length": len(data), "offset": len(data), "expires_at": None}
     # The stored source is byte for byte what was sent, under a key we chose.
     stored = ctx.settings.media_dir / f"media/{media_id}/source"
