@@ -8,6 +8,7 @@ import email
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,9 @@ async def _empty_tables(ctx: AppContext) -> None:
                 await conn.execute(table.delete())
 
 
-@pytest.fixture
-async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
+@asynccontextmanager
+async def fresh_context(settings: Settings) -> AsyncIterator[AppContext]:
+    """An app context on emptied tables, closed afterwards."""
     context = build_context(settings)
     await _empty_tables(context)
     try:
@@ -96,17 +98,36 @@ async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
         await context.close()
 
 
+@asynccontextmanager
+async def running_app(settings: Settings, context: AppContext) -> AsyncIterator[Any]:
+    """The app with its lifespan (job runner, mail sweeper) running."""
+    application = create_app(settings, context)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@asynccontextmanager
+async def client_for(app: Any, address: str = "203.0.113.7") -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=(address, 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+async def ctx(settings: Settings) -> AsyncIterator[AppContext]:
+    async with fresh_context(settings) as context:
+        yield context
+
+
 @pytest.fixture
 async def app(settings: Settings, ctx: AppContext) -> AsyncIterator[Any]:
-    application = create_app(settings, ctx)
-    async with application.router.lifespan_context(application):
+    async with running_app(settings, ctx) as application:
         yield application
 
 
 @pytest.fixture
 async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with client_for(app) as c:
         yield c
 
 

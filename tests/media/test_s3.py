@@ -14,13 +14,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from craftreel.app import create_app
 from craftreel.config import Settings
-from craftreel.context import AppContext, build_context
+from craftreel.context import AppContext
 from craftreel.core.clock import utcnow
 from craftreel.core.storage import S3Storage
 from craftreel.media import uploads
-from tests.conftest import _empty_tables
+from tests.conftest import client_for, fresh_context, running_app
 from tests.factories import sign_up
 from tests.media.test_uploads import MIB, create, head, patch
 
@@ -71,26 +70,20 @@ def s3_settings(settings: Settings, s3_endpoint: str) -> Settings:
 
 @pytest.fixture
 async def s3_ctx(s3_settings: Settings) -> AsyncIterator[AppContext]:
-    context = build_context(s3_settings)
-    await _empty_tables(context)
-    try:
+    async with fresh_context(s3_settings) as context:
         yield context
-    finally:
-        await context.close()
 
 
 @pytest.fixture
 async def s3_app(s3_settings: Settings, s3_ctx: AppContext) -> AsyncIterator[Any]:
-    app = create_app(s3_settings, s3_ctx)
-    async with app.router.lifespan_context(app):
+    async with running_app(s3_settings, s3_ctx) as app:
         yield app
 
 
 @pytest.fixture
 async def s3_client(s3_app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=s3_app, client=("203.0.113.9", 1))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
+    async with client_for(s3_app, "203.0.113.9") as client:
+        yield client
 
 
 def _raw(ctx: AppContext) -> Any:
