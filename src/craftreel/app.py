@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from craftreel.accounts import api as accounts_api
 from craftreel.accounts import views as accounts_views
+from craftreel.accounts.deps import SESSION_COOKIE
 from craftreel.config import Settings
 from craftreel.context import AppContext, build_context
 from craftreel.core.errors import DomainError, NotAuthenticated
@@ -25,6 +26,7 @@ from craftreel.core.middleware import Metrics, RequestContextMiddleware
 from craftreel.core.web import CSRF_COOKIE, PACKAGE_DIR, build_templates, render
 from craftreel.media import api as media_api
 from craftreel.media import serving as media_serving
+from craftreel.media import views as media_views
 from craftreel.runtime import start_background
 from craftreel.web import views as web_views
 
@@ -151,6 +153,9 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     @app.middleware("http")
     async def csrf_cookie(request: Request, call_next):  # type: ignore[no-untyped-def]
         response: Response = await call_next(request)
+        if getattr(request.state, "clear_session_cookie", False):
+            # The browser holds a cookie for a session that has ended: forget it.
+            response.delete_cookie(SESSION_COOKIE)
         new = getattr(request.state, "new_csrf", None)
         if new and CSRF_COOKIE not in request.cookies:
             response.set_cookie(
@@ -202,5 +207,6 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(web_views.router)
     app.include_router(media_api.router)
     app.include_router(media_serving.router)
+    app.include_router(media_views.router)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "web" / "static"), name="static")
     return app

@@ -27,7 +27,7 @@ async def _bearer_identity(request: Request, ctx: Ctx, uow: Uow) -> Identity | N
     if scheme.lower() != "bearer" or not token:
         return None
     identity = await service.authenticate_access_token(uow, ctx, token.strip())
-    request.state.user = identity.user
+    request.state.user = service.summary(ctx, identity.user)
     return identity
 
 
@@ -47,7 +47,9 @@ async def api_optional_user(request: Request, ctx: Ctx, uow: Uow) -> User | None
     return identity.user if identity else None
 
 
-async def web_optional_identity(request: Request, uow: Uow) -> Identity | None:
+async def web_optional_identity(request: Request, ctx: Ctx, uow: Uow) -> Identity | None:
+    """The browser's signed-in person, if any. Templates get a plain summary of them (not the
+    database row), which stays readable even after the request's transaction rolled back."""
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return None
@@ -56,7 +58,7 @@ async def web_optional_identity(request: Request, uow: Uow) -> Identity | None:
     except NotAuthenticated:
         request.state.clear_session_cookie = True
         return None
-    request.state.user = identity.user
+    request.state.user = service.summary(ctx, identity.user)
     request.state.identity = identity
     return identity
 
@@ -79,7 +81,7 @@ async def api_or_web_user(request: Request, ctx: Ctx) -> User:
     async with ctx.uow() as uow:
         identity = await _bearer_identity(request, ctx, uow)
         if identity is None:
-            identity = await web_optional_identity(request, uow)
+            identity = await web_optional_identity(request, ctx, uow)
     if identity is None:
         raise NotAuthenticated()
     if not request.headers.get("authorization"):

@@ -1,4 +1,6 @@
-"""The web shell's pages: home, the tabs not built yet, offline, and the PWA files."""
+"""The web shell's pages: home, the tabs not built yet, offline, and the PWA files.
+
+The Create tab (``/create``) is served by ``craftreel.media.views``."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
+from craftreel.accounts.deps import WebOptionalIdentity
 from craftreel.core.web import render
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -24,11 +27,6 @@ COMING_SOON: dict[str, tuple[str, str]] = {
         "Discover",
         "Discover isn't built yet. It will let you search and browse videos, makers and "
         "pieces by craft and material.",
-    ),
-    "create": (
-        "Create",
-        "Posting isn't built yet. This is where you will record or upload a video, keep "
-        "drafts, and tag the pieces and materials you used.",
     ),
     "inbox": (
         "Inbox",
@@ -48,31 +46,25 @@ def _coming_soon(request: Request, tab: str) -> HTMLResponse:
 
 
 @router.get("/")
-async def home(request: Request) -> HTMLResponse:
+async def home(request: Request, viewer: WebOptionalIdentity) -> HTMLResponse:
     """The landing page for visitors and a welcome for members."""
     return render(request, "web/home.html")
 
 
 @router.get("/feed")
-async def feed(request: Request) -> HTMLResponse:
+async def feed(request: Request, viewer: WebOptionalIdentity) -> HTMLResponse:
     """The Feed tab (not built yet)."""
     return _coming_soon(request, "feed")
 
 
 @router.get("/discover")
-async def discover(request: Request) -> HTMLResponse:
+async def discover(request: Request, viewer: WebOptionalIdentity) -> HTMLResponse:
     """The Discover tab (not built yet)."""
     return _coming_soon(request, "discover")
 
 
-@router.get("/create")
-async def create(request: Request) -> HTMLResponse:
-    """The Create tab (not built yet)."""
-    return _coming_soon(request, "create")
-
-
 @router.get("/inbox")
-async def inbox(request: Request) -> HTMLResponse:
+async def inbox(request: Request, viewer: WebOptionalIdentity) -> HTMLResponse:
     """The Inbox tab (not built yet)."""
     return _coming_soon(request, "inbox")
 
