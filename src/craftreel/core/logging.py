@@ -34,13 +34,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """For people at a terminal: time, level, logger, message, then the extras as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = [
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _RESERVED and not key.startswith("_")
+        ]
+        request_id = request_id_var.get()
+        if request_id:
+            extras.append(f"request_id={request_id}")
+        return f"{line} {' '.join(extras)}" if extras else line
+
+
 def configure_logging(level: str, as_json: bool) -> None:
     """Send every logger to stderr, as JSON unless told otherwise."""
     handler = logging.StreamHandler(sys.stderr)
     if as_json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
