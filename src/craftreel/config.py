@@ -9,6 +9,8 @@ from typing import Annotated, Literal, Self
 from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from craftreel.core.money import parse_rates
+
 
 class Environment(StrEnum):
     DEVELOPMENT = "development"
@@ -97,6 +99,10 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=5, ge=1, le=50)
     job_lease_seconds: int = Field(default=120, ge=10)
 
+    # shop
+    checkout_reservation_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    tax_rates: str = "GB:2000,IE:2300,FR:2000,DE:1900,NL:2100,*:0"
+
     # social sign-in (OpenID Connect ID tokens)
     google_client_id: str | None = None
     google_issuer: str = "https://accounts.google.com"
@@ -123,6 +129,10 @@ class Settings(BaseSettings):
                 "CRAFTREEL_DATABASE_URL must start with sqlite+aiosqlite:// "
                 "or postgresql+asyncpg://"
             )
+        try:
+            parse_rates(self.tax_rates)
+        except ValueError as exc:
+            raise ValueError(f"CRAFTREEL_TAX_RATES is not valid: {exc}") from exc
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("CRAFTREEL_S3_BUCKET must be set when CRAFTREEL_STORAGE_BACKEND=s3")
         if self.jobs_backend == "redis" and not self.redis_url:

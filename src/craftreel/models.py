@@ -1,7 +1,8 @@
 """Import every feature's models so the metadata (and Alembic) sees all tables."""
 
 from craftreel.accounts import models as accounts_models
-from craftreel.core import jobs, outbox
+from craftreel.core import idempotency, jobs, outbox
 from craftreel.media import models as media_models
+from craftreel.shop import models as shop_models
 
-__all__ = ["accounts_models", "jobs", "media_models", "outbox"]
+__all__ = ["accounts_models", "idempotency", "jobs", "media_models", "outbox", "shop_models"]

@@ -22,6 +22,7 @@ from craftreel.accounts.models import (
     User,
 )
 from craftreel.core.clock import utcnow
+from craftreel.core.db import like_pattern
 
 # --- users -----------------------------------------------------------------------------
 
@@ -68,7 +69,7 @@ async def search_users(
     limit: int,
 ) -> Sequence[User]:
     """People whose handle or name contains ``text``, hidden and blocking people left out."""
-    pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    pattern = like_pattern(text)
     query = select(User).where(
         User.deleted_at.is_(None),
         User.hide_from_search.is_(False),

@@ -1,0 +1,95 @@
+"""Shop JSON API: shops, listings, the cart and checkout."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
+
+from craftreel.accounts.deps import ApiOptionalUser, ApiUser
+from craftreel.core.pagination import Page
+from craftreel.deps import Ctx, Uow
+from craftreel.shop import schemas, service
+from craftreel.shop.models import Category, ListingStatus
+
+router = APIRouter(prefix="/api/v1", tags=["shop"])
+
+
+@router.post("/shops", status_code=201)
+async def open_shop(body: schemas.ShopCreate, user: ApiUser, uow: Uow) -> schemas.ShopOut:
+    """Open my shop (one per maker)."""
+    return service.shop_out(await service.open_shop(uow, user, body))
+
+
+@router.post("/listings", status_code=201)
+async def create_listing(
+    body: schemas.ListingCreate, user: ApiUser, uow: Uow
+) -> schemas.ListingOut:
+    """A draft listing in my shop, with its variants (price and stock each)."""
+    return await service.create_listing(uow, user, body)
+
+
+@router.post("/listings/{listing_id}/publish")
+async def publish_listing(listing_id: UUID, user: ApiUser, uow: Uow) -> schemas.ListingOut:
+    return await service.set_listing_status(uow, user, listing_id, ListingStatus.ACTIVE)
+
+
+@router.post("/listings/{listing_id}/archive")
+async def archive_listing(listing_id: UUID, user: ApiUser, uow: Uow) -> schemas.ListingOut:
+    return await service.set_listing_status(uow, user, listing_id, ListingStatus.ARCHIVED)
+
+
+@router.get("/listings/{listing_id}")
+async def get_listing(listing_id: UUID, viewer: ApiOptionalUser, uow: Uow) -> schemas.ListingOut:
+    return await service.get_listing(uow, viewer, listing_id)
+
+
+@router.get("/listings")
+async def browse_listings(
+    uow: Uow,
+    category: Category | None = None,
+    q: str | None = Query(default=None, max_length=80),
+    cursor: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+) -> Page[schemas.ListingOut]:
+    """Listings for sale, newest first, by category and words."""
+    items, next_cursor = await service.browse(uow, category, q, cursor, limit)
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/cart")
+async def get_cart(user: ApiUser, uow: Uow) -> schemas.CartOut:
+    """My cart, with prices and stock checked again now."""
+    return await service.cart(uow, user)
+
+
+@router.post("/cart/lines")
+async def add_to_cart(body: schemas.CartLineIn, user: ApiUser, uow: Uow) -> schemas.CartOut:
+    return await service.add_to_cart(uow, user, body)
+
+
+@router.put("/cart/lines/{variant_id}")
+async def set_quantity(
+    variant_id: UUID, user: ApiUser, uow: Uow, quantity: int = Query(ge=0, le=99)
+) -> schemas.CartOut:
+    """Change a line's quantity; 0 removes it."""
+    return await service.set_cart_quantity(uow, user, variant_id, quantity)
+
+
+@router.post("/checkouts", status_code=201, response_model=schemas.CheckoutOut)
+async def start_checkout(
+    body: schemas.CheckoutCreate,
+    user: ApiUser,
+    ctx: Ctx,
+    uow: Uow,
+    idempotency_key: str | None = Header(default=None),
+) -> JSONResponse:
+    """Check out the cart: one order per shop, stock held for a while. Needs Idempotency-Key."""
+    status, payload = await service.start_checkout(ctx, uow, user, body, idempotency_key)
+    return JSONResponse(payload, status_code=status)
+
+
+@router.get("/checkouts/{checkout_id}")
+async def get_checkout(checkout_id: UUID, user: ApiUser, uow: Uow) -> schemas.CheckoutOut:
+    return await service.get_checkout(uow, user, checkout_id)

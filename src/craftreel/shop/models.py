@@ -1,0 +1,186 @@
+"""Shop tables: shops, listings and their variants (price, stock), carts, checkouts with
+stock reservations, orders, and idempotency keys. Money is integer minor units + currency."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from craftreel.core.clock import utcnow
+from craftreel.core.db import Base
+from craftreel.core.ids import uuid7
+
+
+class ListingStatus(StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    SOLD_OUT = "sold_out"
+    ARCHIVED = "archived"
+
+
+class ListingKind(StrEnum):
+    PHYSICAL = "physical"
+    MADE_TO_ORDER = "made_to_order"
+    DIGITAL = "digital"
+
+
+class Category(StrEnum):
+    KNITTING = "knitting"
+    CROCHET = "crochet"
+    SEWING = "sewing"
+    EMBROIDERY = "embroidery"
+    WEAVING = "weaving"
+    POTTERY = "pottery"
+    WOODWORK = "woodwork"
+    JEWELLERY = "jewellery"
+    PAPER = "paper"
+    LEATHER = "leather"
+    GLASS = "glass"
+    OTHER = "other"
+
+
+class CheckoutStatus(StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class OrderStatus(StrEnum):
+    PLACED = "placed"
+    PAID = "paid"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class Shop(Base):
+    __tablename__ = "shops"
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    owner_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    handle: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(80))
+    currency: Mapped[str] = mapped_column(String(3))
+    origin_country: Mapped[str] = mapped_column(String(2))
+    shipping_policy: Mapped[str] = mapped_column(Text, default="")
+    returns_policy: Mapped[str] = mapped_column(Text, default="")
+    # {"rates": {"GB": 395, "*": 1200}, "free_over": 5000} in the shop's currency
+    shipping_rates: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Listing(Base):
+    __tablename__ = "listings"
+    __table_args__ = (Index("ix_listings_shop_id_status", "shop_id", "status"),)
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    shop_id: Mapped[UUID] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(140))
+    description: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(16), default=ListingKind.PHYSICAL)
+    lead_time_days: Mapped[int | None]
+    status: Mapped[str] = mapped_column(String(10), default=ListingStatus.DRAFT)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Variant(Base):
+    """What a buyer actually buys: its own price and stock (None: made to order or digital)."""
+
+    __tablename__ = "variants"
+    __table_args__ = (
+        CheckConstraint("stock IS NULL OR stock >= 0", name="stock_not_negative"),
+        CheckConstraint("price_minor >= 0", name="price_not_negative"),
+    )
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    listing_id: Mapped[UUID] = mapped_column(
+        ForeignKey("listings.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(80))
+    price_minor: Mapped[int]
+    stock: Mapped[int | None]
+    position: Mapped[int] = mapped_column(default=0)
+
+
+class CartLine(Base):
+    __tablename__ = "cart_lines"
+    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+
+    buyer_id: Mapped[UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    variant_id: Mapped[UUID] = mapped_column(
+        ForeignKey("variants.id", ondelete="CASCADE"), primary_key=True
+    )
+    quantity: Mapped[int]
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Checkout(Base):
+    __tablename__ = "checkouts"
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    buyer_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(10), default=CheckoutStatus.OPEN)
+    currency: Mapped[str] = mapped_column(String(3))
+    shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
+    items_total: Mapped[int]
+    shipping_total: Mapped[int]
+    tax_total: Mapped[int]
+    total: Mapped[int]
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Reservation(Base):
+    """Stock held for a checkout until it is paid or lapses (then given back, once)."""
+
+    __tablename__ = "reservations"
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    checkout_id: Mapped[UUID] = mapped_column(
+        ForeignKey("checkouts.id", ondelete="CASCADE"), index=True
+    )
+    variant_id: Mapped[UUID] = mapped_column(ForeignKey("variants.id", ondelete="CASCADE"))
+    quantity: Mapped[int]
+    released_at: Mapped[datetime | None]
+
+
+class Order(Base):
+    """One shop's part of a checkout."""
+
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_shop_id_created_at", "shop_id", "created_at"),)
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    checkout_id: Mapped[UUID] = mapped_column(ForeignKey("checkouts.id"), index=True)
+    shop_id: Mapped[UUID] = mapped_column(ForeignKey("shops.id"))
+    buyer_id: Mapped[UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    status: Mapped[str] = mapped_column(String(10), default=OrderStatus.PLACED)
+    currency: Mapped[str] = mapped_column(String(3))
+    items_total: Mapped[int]
+    shipping_total: Mapped[int]
+    tax_total: Mapped[int]
+    total: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    order_id: Mapped[UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    variant_id: Mapped[UUID] = mapped_column(ForeignKey("variants.id"))
+    title: Mapped[str] = mapped_column(String(240))
+    unit_price: Mapped[int]
+    quantity: Mapped[int]

@@ -1,0 +1,156 @@
+"""Shop API shapes. Prices are integer minor units (pence, cents) with an ISO currency."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from craftreel.shop.models import Category, ListingKind
+
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+Minor = Annotated[int, Field(ge=0, le=100_000_000)]
+
+
+class ShopCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+    handle: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,39}$")]
+    currency: Currency = "GBP"
+    origin_country: Country = "GB"
+    shipping_policy: str = Field(default="", max_length=4000)
+    returns_policy: str = Field(default="", max_length=4000)
+    shipping_rates: dict[str, Minor] = Field(default_factory=dict, max_length=60)
+    free_shipping_over: Minor | None = None
+
+
+class ShopOut(BaseModel):
+    id: UUID
+    handle: str
+    name: str
+    currency: str
+    origin_country: str
+    shipping_policy: str
+    returns_policy: str
+
+
+class VariantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+    price_minor: Minor
+    stock: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+
+
+class ListingCreate(BaseModel):
+    """What a seller may set. Status, shop and anything else a client sends are not accepted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=140)]
+    description: str = Field(default="", max_length=10_000)
+    category: Category
+    kind: ListingKind = ListingKind.PHYSICAL
+    lead_time_days: Annotated[int, Field(ge=1, le=365)] | None = None
+    variants: list[VariantIn] = Field(min_length=1, max_length=50)
+
+
+class VariantOut(BaseModel):
+    id: UUID
+    name: str
+    price_minor: int
+    currency: str
+    stock: int | None
+    available: bool
+
+
+class ListingOut(BaseModel):
+    id: UUID
+    shop_handle: str
+    title: str
+    description: str
+    category: str
+    kind: str
+    lead_time_days: int | None
+    status: str
+    variants: list[VariantOut]
+    created_at: datetime
+
+
+class CartLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    variant_id: UUID
+    quantity: Annotated[int, Field(ge=1, le=99)] = 1
+
+
+class CartLineOut(BaseModel):
+    variant_id: UUID
+    listing_id: UUID
+    shop_handle: str
+    title: str
+    unit_price: int
+    currency: str
+    quantity: int
+    line_total: int
+    #: Re-checked every time the cart is shown: "ok", "not_enough_stock", "unavailable".
+    availability: str
+    stock: int | None
+
+
+class CartOut(BaseModel):
+    lines: list[CartLineOut]
+    items_total: dict[str, int]
+
+
+class Address(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+    line1: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    line2: str = Field(default="", max_length=200)
+    city: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+    postcode: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
+    country: Country
+
+
+class CheckoutCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shipping_address: Address
+
+
+class OrderLineOut(BaseModel):
+    variant_id: UUID
+    title: str
+    unit_price: int
+    quantity: int
+
+
+class OrderOut(BaseModel):
+    id: UUID
+    shop_handle: str
+    status: str
+    currency: str
+    items_total: int
+    shipping_total: int
+    tax_total: int
+    total: int
+    lines: list[OrderLineOut]
+    created_at: datetime
+
+
+class CheckoutOut(BaseModel):
+    id: UUID
+    status: str
+    currency: str
+    items_total: int
+    shipping_total: int
+    tax_total: int
+    total: int
+    expires_at: datetime
+    orders: list[OrderOut]

@@ -1,0 +1,501 @@
+"""Shop rules: shops, listings, the cart, and checkout with stock held for a limited time."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from uuid import UUID
+
+from sqlalchemy.exc import IntegrityError
+
+from craftreel.accounts.models import User
+from craftreel.context import AppContext
+from craftreel.core import idempotency
+from craftreel.core.clock import utcnow
+from craftreel.core.db import UnitOfWork
+from craftreel.core.errors import Conflict, DomainError, NotFound
+from craftreel.core.ids import uuid7
+from craftreel.core.money import apply_rate, parse_rates
+from craftreel.core.pagination import decode_time_cursor, page_of
+from craftreel.shop import repository as repo
+from craftreel.shop import schemas
+from craftreel.shop.models import (
+    CartLine,
+    Checkout,
+    CheckoutStatus,
+    Listing,
+    ListingStatus,
+    Order,
+    OrderLine,
+    Reservation,
+    Shop,
+    Variant,
+)
+
+
+class ShopExists(Conflict):
+    """A maker has one shop."""
+
+    code = "shop_exists"
+    message = "You already have a shop."
+
+
+class ShopHandleTaken(Conflict):
+    """Another shop uses this handle."""
+
+    code = "shop_handle_taken"
+    message = "That shop handle is taken."
+
+
+class NoShop(DomainError):
+    """The action needs a shop first."""
+
+    status_code = 409
+    code = "no_shop"
+    message = "Open a shop first."
+
+
+class ListingNotFound(NotFound):
+    """No such listing, or not visible."""
+
+    code = "listing_not_found"
+    message = "That listing does not exist."
+
+
+class OutOfStock(Conflict):
+    """Not enough units are left."""
+
+    code = "out_of_stock"
+    message = "Not enough of that is left."
+
+
+class NotForSale(Conflict):
+    """The listing is not active."""
+
+    code = "not_for_sale"
+    message = "That is not for sale right now."
+
+
+class CartEmpty(Conflict):
+    """Checkout needs something in the cart."""
+
+    code = "cart_empty"
+    message = "Your cart is empty."
+
+
+class MixedCurrencies(Conflict):
+    """One payment cannot cover shops that price in different currencies."""
+
+    code = "mixed_currencies"
+    message = "Your cart has shops with different currencies; check them out one at a time."
+
+
+class NoShippingToCountry(Conflict):
+    """A shop in the cart does not ship to the address's country."""
+
+    code = "no_shipping_to_country"
+    message = "A shop in your cart does not ship to that country."
+
+
+# --- shops and listings -----------------------------------------------------------------
+
+
+def shop_out(shop: Shop) -> schemas.ShopOut:
+    return schemas.ShopOut(
+        id=shop.id,
+        handle=shop.handle,
+        name=shop.name,
+        currency=shop.currency,
+        origin_country=shop.origin_country,
+        shipping_policy=shop.shipping_policy,
+        returns_policy=shop.returns_policy,
+    )
+
+
+async def open_shop(uow: UnitOfWork, owner: User, body: schemas.ShopCreate) -> Shop:
+    if await repo.shop_of_owner(uow.session, owner.id) is not None:
+        raise ShopExists()
+    if await repo.shop_by_handle(uow.session, body.handle) is not None:
+        raise ShopHandleTaken(field="handle")
+    rates: dict[str, object] = {"rates": dict(body.shipping_rates)}
+    if body.free_shipping_over is not None:
+        rates["free_over"] = body.free_shipping_over
+    shop = Shop(
+        id=uuid7(),
+        owner_id=owner.id,
+        handle=body.handle.lower(),
+        name=body.name,
+        currency=body.currency,
+        origin_country=body.origin_country,
+        shipping_policy=body.shipping_policy,
+        returns_policy=body.returns_policy,
+        shipping_rates=rates,
+    )
+    uow.session.add(shop)
+    try:
+        await uow.session.flush()
+    except IntegrityError as exc:
+        raise ShopHandleTaken(field="handle") from exc
+    return shop
+
+
+async def _own_shop(uow: UnitOfWork, owner: User) -> Shop:
+    shop = await repo.shop_of_owner(uow.session, owner.id)
+    if shop is None:
+        raise NoShop()
+    return shop
+
+
+def listing_out(shop: Shop, listing: Listing, variants: list[Variant]) -> schemas.ListingOut:
+    return schemas.ListingOut(
+        id=listing.id,
+        shop_handle=shop.handle,
+        title=listing.title,
+        description=listing.description,
+        category=listing.category,
+        kind=listing.kind,
+        lead_time_days=listing.lead_time_days,
+        status=listing.status,
+        variants=[
+            schemas.VariantOut(
+                id=v.id,
+                name=v.name,
+                price_minor=v.price_minor,
+                currency=shop.currency,
+                stock=v.stock,
+                available=listing.status == ListingStatus.ACTIVE
+                and (v.stock is None or v.stock > 0),
+            )
+            for v in variants
+        ],
+        created_at=listing.created_at,
+    )
+
+
+async def create_listing(
+    uow: UnitOfWork, owner: User, body: schemas.ListingCreate
+) -> schemas.ListingOut:
+    """A draft listing in the seller's own shop (the shop comes from who asks, never the body)."""
+    shop = await _own_shop(uow, owner)
+    listing = Listing(
+        id=uuid7(),
+        shop_id=shop.id,
+        title=body.title,
+        description=body.description,
+        category=body.category,
+        kind=body.kind,
+        lead_time_days=body.lead_time_days,
+        status=ListingStatus.DRAFT,
+    )
+    uow.session.add(listing)
+    variants = [
+        Variant(
+            id=uuid7(),
+            listing_id=listing.id,
+            name=v.name,
+            price_minor=v.price_minor,
+            # Made-to-order and digital listings have no stock to run out of.
+            stock=v.stock if body.kind == "physical" else None,
+            position=n,
+        )
+        for n, v in enumerate(body.variants)
+    ]
+    await uow.session.flush()
+    uow.session.add_all(variants)
+    await uow.session.flush()
+    return listing_out(shop, listing, variants)
+
+
+async def set_listing_status(
+    uow: UnitOfWork, owner: User, listing_id: UUID, status: ListingStatus
+) -> schemas.ListingOut:
+    found = await repo.listing_with_shop(uow.session, listing_id)
+    if found is None:
+        raise ListingNotFound()
+    listing, shop = found
+    if shop.owner_id != owner.id:
+        # Another seller's listing: as good as not there.
+        raise ListingNotFound()
+    listing.status = status
+    variants = (await repo.variants_of(uow.session, [listing.id]))[listing.id]
+    return listing_out(shop, listing, variants)
+
+
+async def get_listing(uow: UnitOfWork, viewer: User | None, listing_id: UUID) -> schemas.ListingOut:
+    found = await repo.listing_with_shop(uow.session, listing_id)
+    if found is None:
+        raise ListingNotFound()
+    listing, shop = found
+    is_owner = viewer is not None and viewer.id == shop.owner_id
+    if listing.status in (ListingStatus.DRAFT, ListingStatus.ARCHIVED) and not is_owner:
+        raise ListingNotFound()
+    variants = (await repo.variants_of(uow.session, [listing.id]))[listing.id]
+    return listing_out(shop, listing, variants)
+
+
+async def browse(
+    uow: UnitOfWork, category: str | None, text: str | None, cursor: str | None, limit: int
+) -> tuple[list[schemas.ListingOut], str | None]:
+    """Listings for sale, newest first; three queries whatever the page size."""
+    after = decode_time_cursor(cursor) if cursor else None
+    rows = await repo.browse(uow.session, category, text, after, limit)
+    items, next_cursor = page_of(rows, limit, lambda r: (r[0].created_at, r[0].id))
+    variants = await repo.variants_of(uow.session, [listing.id for listing, _ in items])
+    return [
+        listing_out(shop, listing, variants[listing.id]) for listing, shop in items
+    ], next_cursor
+
+
+# --- cart -------------------------------------------------------------------------------
+
+
+async def add_to_cart(uow: UnitOfWork, buyer: User, body: schemas.CartLineIn) -> schemas.CartOut:
+    """Add units of a variant (adding again raises the quantity)."""
+    variant = await uow.session.get(Variant, body.variant_id)
+    found = await repo.listing_with_shop(uow.session, variant.listing_id) if variant else None
+    if variant is None or found is None:
+        raise ListingNotFound()
+    listing, _ = found
+    if listing.status != ListingStatus.ACTIVE:
+        raise NotForSale()
+    line = await uow.session.get(CartLine, (buyer.id, variant.id))
+    quantity = body.quantity + (line.quantity if line else 0)
+    if variant.stock is not None and variant.stock < quantity:
+        raise OutOfStock(available=variant.stock)
+    if line is None:
+        uow.session.add(CartLine(buyer_id=buyer.id, variant_id=variant.id, quantity=quantity))
+    else:
+        line.quantity = quantity
+    await uow.session.flush()
+    return await cart(uow, buyer)
+
+
+async def set_cart_quantity(
+    uow: UnitOfWork, buyer: User, variant_id: UUID, quantity: int
+) -> schemas.CartOut:
+    line = await uow.session.get(CartLine, (buyer.id, variant_id))
+    if line is None:
+        raise NotFound("That is not in your cart.")
+    if quantity <= 0:
+        await uow.session.delete(line)
+    else:
+        line.quantity = quantity
+    await uow.session.flush()
+    return await cart(uow, buyer)
+
+
+async def cart(uow: UnitOfWork, buyer: User) -> schemas.CartOut:
+    """The cart with today's prices and stock (re-checked each time it is shown)."""
+    lines = []
+    totals: dict[str, int] = defaultdict(int)
+    for line, variant, listing, shop in await repo.cart_rows(uow.session, buyer.id):
+        if listing.status != ListingStatus.ACTIVE:
+            availability = "unavailable"
+        elif variant.stock is not None and variant.stock < line.quantity:
+            availability = "not_enough_stock"
+        else:
+            availability = "ok"
+        line_total = variant.price_minor * line.quantity
+        if availability == "ok":
+            totals[shop.currency] += line_total
+        lines.append(
+            schemas.CartLineOut(
+                variant_id=variant.id,
+                listing_id=listing.id,
+                shop_handle=shop.handle,
+                title=f"{listing.title} — {variant.name}",
+                unit_price=variant.price_minor,
+                currency=shop.currency,
+                quantity=line.quantity,
+                line_total=line_total,
+                availability=availability,
+                stock=variant.stock,
+            )
+        )
+    return schemas.CartOut(lines=lines, items_total=dict(totals))
+
+
+# --- checkout ---------------------------------------------------------------------------
+
+
+def shipping_for(shop: Shop, country: str, items_total: int) -> int:
+    rates = shop.shipping_rates or {}
+    free_over = rates.get("free_over")
+    if isinstance(free_over, int) and items_total >= free_over:
+        return 0
+    table = rates.get("rates") or {}
+    if country in table:
+        return int(table[country])
+    if "*" in table:
+        return int(table["*"])
+    if not table:
+        return 0  # the shop has not set shipping rates: shipping is included
+    raise NoShippingToCountry(shop=shop.handle, country=country)
+
+
+def tax_rate(ctx: AppContext, country: str) -> int:
+    rates = parse_rates(ctx.settings.tax_rates)
+    return rates.get(country, rates.get("*", 0))
+
+
+async def start_checkout(
+    ctx: AppContext,
+    uow: UnitOfWork,
+    buyer: User,
+    body: schemas.CheckoutCreate,
+    idempotency_key: str | None,
+) -> tuple[int, dict[str, object]]:
+    """Turn the cart into one order per shop, holding their stock until the checkout lapses.
+
+    Repeating the request with the same ``Idempotency-Key`` returns the first result.
+    """
+    key = idempotency.check_key(idempotency_key)
+    digest = idempotency.request_hash(body.model_dump(mode="json"))
+    earlier = await idempotency.replay(uow.session, buyer.id, "checkout", key, digest)
+    if earlier is not None:
+        return earlier.status_code, earlier.response
+    result = await _checkout(ctx, uow, buyer, body)
+    payload = result.model_dump(mode="json")
+    idempotency.remember(uow.session, buyer.id, "checkout", key, digest, 201, payload)
+    try:
+        await uow.session.flush()
+    except IntegrityError:
+        # A twin request with the same key is committing the same checkout right now.
+        raise Conflict("That request is already being handled.", retry=True) from None
+    return 201, payload
+
+
+async def _checkout(
+    ctx: AppContext, uow: UnitOfWork, buyer: User, body: schemas.CheckoutCreate
+) -> schemas.CheckoutOut:
+    rows = await repo.cart_rows(uow.session, buyer.id)
+    if not rows:
+        raise CartEmpty()
+    currencies = {shop.currency for _, _, _, shop in rows}
+    if len(currencies) > 1:
+        raise MixedCurrencies(currencies=sorted(currencies))
+    currency = currencies.pop()
+    country = body.shipping_address.country
+    now = utcnow()
+    checkout = Checkout(
+        id=uuid7(),
+        buyer_id=buyer.id,
+        status=CheckoutStatus.OPEN,
+        currency=currency,
+        shipping_address=body.shipping_address.model_dump(),
+        items_total=0,
+        shipping_total=0,
+        tax_total=0,
+        total=0,
+        expires_at=now + timedelta(minutes=ctx.settings.checkout_reservation_minutes),
+    )
+    uow.session.add(checkout)
+    await uow.session.flush()
+    # Take stock in one fixed order (by variant id) so concurrent checkouts cannot deadlock.
+    for line, variant, listing, _ in sorted(rows, key=lambda r: r[1].id):
+        if listing.status != ListingStatus.ACTIVE:
+            raise NotForSale(variant_id=str(variant.id))
+        if not await repo.take_stock(uow.session, variant.id, line.quantity):
+            raise OutOfStock(variant_id=str(variant.id), title=listing.title)
+        uow.session.add(
+            Reservation(checkout_id=checkout.id, variant_id=variant.id, quantity=line.quantity)
+        )
+    rate = tax_rate(ctx, country)
+    by_shop: dict[UUID, list[tuple[CartLine, Variant, Listing, Shop]]] = defaultdict(list)
+    for row in rows:
+        by_shop[row[3].id].append(row)
+    for shop_rows in by_shop.values():
+        shop = shop_rows[0][3]
+        items = sum(variant.price_minor * line.quantity for line, variant, _, _ in shop_rows)
+        shipping = shipping_for(shop, country, items)
+        tax = apply_rate(items + shipping, rate)
+        order = Order(
+            id=uuid7(),
+            checkout_id=checkout.id,
+            shop_id=shop.id,
+            buyer_id=buyer.id,
+            currency=currency,
+            items_total=items,
+            shipping_total=shipping,
+            tax_total=tax,
+            total=items + shipping + tax,
+        )
+        uow.session.add(order)
+        await uow.session.flush()
+        for line, variant, listing, _ in shop_rows:
+            uow.session.add(
+                OrderLine(
+                    order_id=order.id,
+                    variant_id=variant.id,
+                    title=f"{listing.title} — {variant.name}",
+                    unit_price=variant.price_minor,
+                    quantity=line.quantity,
+                )
+            )
+        checkout.items_total += items
+        checkout.shipping_total += shipping
+        checkout.tax_total += tax
+        checkout.total += order.total
+    await repo.clear_cart(uow.session, buyer.id)
+    await uow.session.flush()
+    ctx.jobs.enqueue(
+        uow,
+        "shop.expire_checkout",
+        {"checkout_id": str(checkout.id)},
+        run_at=checkout.expires_at,
+        dedupe_key=f"shop.expire_checkout:{checkout.id}",
+    )
+    return await checkout_out(uow, checkout)
+
+
+async def checkout_out(uow: UnitOfWork, checkout: Checkout) -> schemas.CheckoutOut:
+    orders = await repo.orders_of_checkout(uow.session, checkout.id)
+    return schemas.CheckoutOut(
+        id=checkout.id,
+        status=checkout.status,
+        currency=checkout.currency,
+        items_total=checkout.items_total,
+        shipping_total=checkout.shipping_total,
+        tax_total=checkout.tax_total,
+        total=checkout.total,
+        expires_at=checkout.expires_at,
+        orders=[
+            schemas.OrderOut(
+                id=order.id,
+                shop_handle=shop.handle,
+                status=order.status,
+                currency=order.currency,
+                items_total=order.items_total,
+                shipping_total=order.shipping_total,
+                tax_total=order.tax_total,
+                total=order.total,
+                lines=[
+                    schemas.OrderLineOut(
+                        variant_id=line.variant_id,
+                        title=line.title,
+                        unit_price=line.unit_price,
+                        quantity=line.quantity,
+                    )
+                    for line in lines
+                ],
+                created_at=order.created_at,
+            )
+            for order, shop, lines in orders
+        ],
+    )
+
+
+async def get_checkout(uow: UnitOfWork, buyer: User, checkout_id: UUID) -> schemas.CheckoutOut:
+    checkout = await uow.session.get(Checkout, checkout_id)
+    if checkout is None or checkout.buyer_id != buyer.id:
+        raise NotFound("No such checkout.")
+    return await checkout_out(uow, checkout)
+
+
+async def expire_checkout(uow: UnitOfWork, checkout_id: UUID) -> bool:
+    """Give an unpaid, lapsed checkout's stock back — exactly once, however often it runs."""
+    now = utcnow()
+    if not await repo.lapse_checkout(uow.session, checkout_id, now):
+        return False
+    await repo.release_reservations(uow.session, checkout_id, now)
+    return True
