@@ -175,6 +175,45 @@ class Order(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class Shipment(Base):
+    """How an order travels: carrier and tracking number, set when the seller ships."""
+
+    __tablename__ = "shipments"
+
+    order_id: Mapped[UUID] = mapped_column(
+        ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True
+    )
+    carrier: Mapped[str] = mapped_column(String(60))
+    tracking_number: Mapped[str] = mapped_column(String(80))
+    shipped_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+
+class Review(Base):
+    """A buyer's review of one delivered order line (once), with the seller's one reply."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        CheckConstraint("stars BETWEEN 1 AND 5", name="stars_range"),
+        Index("ix_reviews_shop_id_created_at", "shop_id", "created_at"),
+    )
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    order_line_id: Mapped[UUID] = mapped_column(
+        ForeignKey("order_lines.id", ondelete="CASCADE"), unique=True
+    )
+    shop_id: Mapped[UUID] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    author_id: Mapped[UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    stars: Mapped[int]
+    text: Mapped[str] = mapped_column(Text, default="")
+    photo_media_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("media_objects.id", ondelete="SET NULL")
+    )
+    reply: Mapped[str | None] = mapped_column(Text)
+    replied_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class OrderLine(Base):
     __tablename__ = "order_lines"
 

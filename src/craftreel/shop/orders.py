@@ -1,0 +1,341 @@
+"""After checkout: the order's journey (paid → shipped → delivered → completed), the buyer's
+history, the seller's dashboard, and reviews. Every transition is one conditional update."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from craftreel.accounts.models import User
+from craftreel.context import AppContext
+from craftreel.core.clock import utcnow
+from craftreel.core.db import UnitOfWork
+from craftreel.core.errors import Conflict, NotFound
+from craftreel.core.mail import Mail
+from craftreel.core.pagination import decode_time_cursor, page_of
+from craftreel.shop.models import Order, OrderLine, OrderStatus, Review, Shipment, Shop
+
+
+class OrderNotFound(NotFound):
+    """No such order, or not yours to see."""
+
+    code = "order_not_found"
+    message = "That order does not exist."
+
+
+class WrongOrderState(Conflict):
+    """The order is not in a state that allows this."""
+
+    code = "wrong_order_state"
+    message = "That cannot be done to this order now."
+
+
+class AlreadyReviewed(Conflict):
+    """Each bought line is reviewed once."""
+
+    code = "already_reviewed"
+    message = "You have already reviewed this."
+
+
+class AlreadyReplied(Conflict):
+    """The seller replies to a review once."""
+
+    code = "already_replied"
+    message = "You have already replied to this review."
+
+
+class ShipmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    carrier: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+    tracking_number: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)
+    ]
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stars: Annotated[int, Field(ge=1, le=5)]
+    text: str = Field(default="", max_length=4000)
+
+
+class ReplyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+
+
+class OrderSummary(BaseModel):
+    id: UUID
+    shop_handle: str
+    status: str
+    currency: str
+    total: int
+    carrier: str | None
+    tracking_number: str | None
+    created_at: datetime
+
+
+class ReviewOut(BaseModel):
+    id: UUID
+    order_line_id: UUID
+    stars: int
+    text: str
+    reply: str | None
+    created_at: datetime
+
+
+class SellerDashboard(BaseModel):
+    to_ship: int
+    shipped: int
+    revenue: dict[str, int]
+    rating: float | None
+    reviews: int
+
+
+async def _shop_of(uow: UnitOfWork, user: User) -> Shop:
+    shop = await uow.session.scalar(select(Shop).where(Shop.owner_id == user.id))
+    if shop is None:
+        raise OrderNotFound()
+    return shop
+
+
+async def _transition(
+    uow: UnitOfWork, order_id: UUID, where: list[object], to: OrderStatus, allowed: OrderStatus
+) -> None:
+    result = await uow.session.execute(
+        update(Order)
+        .where(Order.id == order_id, Order.status == allowed, *where)  # type: ignore[arg-type]
+        .values(status=to, updated_at=utcnow())
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        exists = await uow.session.scalar(select(Order.id).where(Order.id == order_id, *where))  # type: ignore[arg-type]
+        raise WrongOrderState() if exists else OrderNotFound()
+
+
+async def ship(
+    ctx: AppContext, uow: UnitOfWork, seller: User, order_id: UUID, body: ShipmentIn
+) -> OrderSummary:
+    """The seller sends a paid order, with carrier and tracking number; the buyer is told."""
+    shop = await _shop_of(uow, seller)
+    await _transition(
+        uow, order_id, [Order.shop_id == shop.id], OrderStatus.SHIPPED, OrderStatus.PAID
+    )
+    uow.session.add(
+        Shipment(order_id=order_id, carrier=body.carrier, tracking_number=body.tracking_number)
+    )
+    await uow.session.flush()
+    order = await uow.session.get(Order, order_id)
+    assert order is not None
+    buyer = await uow.session.get(User, order.buyer_id)
+    if buyer is not None:
+        ctx.outbox.queue(
+            uow,
+            Mail(
+                to=buyer.email,
+                subject=f"Your order from {shop.name} is on its way",
+                text=(
+                    f"Hi {buyer.display_name},\n\n{shop.name} has sent your order.\n"
+                    f"Carrier: {body.carrier}\nTracking number: {body.tracking_number}\n"
+                ),
+            ),
+        )
+    return await _summary(uow, order, shop)
+
+
+async def mark_delivered(uow: UnitOfWork, user: User, order_id: UUID) -> OrderSummary:
+    """The buyer (or the seller) says a shipped order arrived."""
+    order = await uow.session.get(Order, order_id)
+    shop = await uow.session.get(Shop, order.shop_id) if order else None
+    if order is None or shop is None or user.id not in (order.buyer_id, shop.owner_id):
+        raise OrderNotFound()
+    await _transition(uow, order_id, [], OrderStatus.DELIVERED, OrderStatus.SHIPPED)
+    await uow.session.execute(
+        update(Shipment).where(Shipment.order_id == order_id).values(delivered_at=utcnow())
+    )
+    await uow.session.refresh(order)
+    return await _summary(uow, order, shop)
+
+
+async def complete(uow: UnitOfWork, buyer: User, order_id: UUID) -> OrderSummary:
+    """The buyer is happy: a delivered order is completed."""
+    await _transition(
+        uow, order_id, [Order.buyer_id == buyer.id], OrderStatus.COMPLETED, OrderStatus.DELIVERED
+    )
+    order = await uow.session.get(Order, order_id)
+    assert order is not None
+    await uow.session.refresh(order)
+    shop = await uow.session.get(Shop, order.shop_id)
+    assert shop is not None
+    return await _summary(uow, order, shop)
+
+
+async def _summary(uow: UnitOfWork, order: Order, shop: Shop) -> OrderSummary:
+    shipment = await uow.session.get(Shipment, order.id)
+    return OrderSummary(
+        id=order.id,
+        shop_handle=shop.handle,
+        status=order.status,
+        currency=order.currency,
+        total=order.total,
+        carrier=shipment.carrier if shipment else None,
+        tracking_number=shipment.tracking_number if shipment else None,
+        created_at=order.created_at,
+    )
+
+
+async def _page(
+    uow: UnitOfWork, condition: object, cursor: str | None, limit: int
+) -> tuple[list[OrderSummary], str | None]:
+    query = (
+        select(Order, Shop, Shipment)
+        .join(Shop, Shop.id == Order.shop_id)
+        .outerjoin(Shipment, Shipment.order_id == Order.id)
+        .where(condition)  # type: ignore[arg-type]
+    )
+    if cursor:
+        at, order_id = decode_time_cursor(cursor)
+        query = query.where(
+            or_(Order.created_at < at, and_(Order.created_at == at, Order.id < order_id))
+        )
+    rows = (
+        await uow.session.execute(
+            query.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
+        )
+    ).all()
+    items, next_cursor = page_of(rows, limit, lambda r: (r[0].created_at, r[0].id))
+    return [
+        OrderSummary(
+            id=o.id,
+            shop_handle=s.handle,
+            status=o.status,
+            currency=o.currency,
+            total=o.total,
+            carrier=sh.carrier if sh else None,
+            tracking_number=sh.tracking_number if sh else None,
+            created_at=o.created_at,
+        )
+        for o, s, sh in items
+    ], next_cursor
+
+
+async def buyer_orders(
+    uow: UnitOfWork, buyer: User, cursor: str | None, limit: int
+) -> tuple[list[OrderSummary], str | None]:
+    """My orders, newest first (never anyone else's)."""
+    return await _page(uow, Order.buyer_id == buyer.id, cursor, limit)
+
+
+async def seller_orders(
+    uow: UnitOfWork, seller: User, status: OrderStatus | None, cursor: str | None, limit: int
+) -> tuple[list[OrderSummary], str | None]:
+    """My shop's orders (placed ones are not yet paid, so not shown), newest first."""
+    shop = await _shop_of(uow, seller)
+    condition = and_(
+        Order.shop_id == shop.id,
+        Order.status == status if status else Order.status != OrderStatus.PLACED,
+    )
+    return await _page(uow, condition, cursor, limit)
+
+
+async def dashboard(uow: UnitOfWork, seller: User) -> SellerDashboard:
+    shop = await _shop_of(uow, seller)
+    counts = dict(
+        (
+            await uow.session.execute(
+                select(Order.status, func.count())
+                .where(Order.shop_id == shop.id)
+                .group_by(Order.status)
+            )
+        ).all()
+    )
+    paid_states = [
+        OrderStatus.PAID,
+        OrderStatus.SHIPPED,
+        OrderStatus.DELIVERED,
+        OrderStatus.COMPLETED,
+    ]
+    revenue = dict(
+        (
+            await uow.session.execute(
+                select(Order.currency, func.sum(Order.total))
+                .where(Order.shop_id == shop.id, Order.status.in_(paid_states))
+                .group_by(Order.currency)
+            )
+        ).all()
+    )
+    rating, reviews = (
+        await uow.session.execute(
+            select(func.avg(Review.stars), func.count(Review.id)).where(Review.shop_id == shop.id)
+        )
+    ).one()
+    return SellerDashboard(
+        to_ship=int(counts.get(OrderStatus.PAID, 0)),
+        shipped=int(counts.get(OrderStatus.SHIPPED, 0)),
+        revenue={str(k): int(v) for k, v in revenue.items()},
+        rating=round(float(rating), 2) if rating is not None else None,
+        reviews=int(reviews),
+    )
+
+
+async def review(uow: UnitOfWork, buyer: User, order_line_id: UUID, body: ReviewIn) -> ReviewOut:
+    """Review a line the buyer received (delivered or completed), once."""
+    row = (
+        await uow.session.execute(
+            select(OrderLine, Order)
+            .join(Order, Order.id == OrderLine.order_id)
+            .where(OrderLine.id == order_line_id, Order.buyer_id == buyer.id)
+        )
+    ).first()
+    if row is None:
+        raise OrderNotFound()
+    line, order = row
+    if order.status not in (OrderStatus.DELIVERED, OrderStatus.COMPLETED):
+        raise WrongOrderState("You can review what you bought once it has arrived.")
+    written = Review(
+        order_line_id=line.id,
+        shop_id=order.shop_id,
+        author_id=buyer.id,
+        stars=body.stars,
+        text=body.text.strip(),
+    )
+    uow.session.add(written)
+    try:
+        await uow.session.flush()
+    except IntegrityError as exc:
+        raise AlreadyReviewed() from exc
+    return _review_out(written)
+
+
+async def reply(uow: UnitOfWork, seller: User, review_id: UUID, body: ReplyIn) -> ReviewOut:
+    """The seller answers a review of their shop, once."""
+    shop = await _shop_of(uow, seller)
+    result = await uow.session.execute(
+        update(Review)
+        .where(Review.id == review_id, Review.shop_id == shop.id, Review.reply.is_(None))
+        .values(reply=body.text, replied_at=utcnow())
+    )
+    found = await uow.session.get(Review, review_id)
+    if found is None or found.shop_id != shop.id:
+        raise NotFound("No such review of your shop.")
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise AlreadyReplied()
+    await uow.session.refresh(found)
+    return _review_out(found)
+
+
+def _review_out(row: Review) -> ReviewOut:
+    return ReviewOut(
+        id=row.id,
+        order_line_id=row.order_line_id,
+        stars=row.stars,
+        text=row.text,
+        reply=row.reply,
+        created_at=row.created_at,
+    )

@@ -1,0 +1,76 @@
+"""Orders JSON API: the buyer's history, the seller's dashboard, shipping, reviews."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from craftreel.accounts.deps import ApiUser
+from craftreel.core.pagination import Page
+from craftreel.deps import Ctx, Uow
+from craftreel.shop import orders
+from craftreel.shop.models import OrderStatus
+
+router = APIRouter(prefix="/api/v1", tags=["orders"])
+
+
+@router.get("/orders")
+async def my_orders(
+    user: ApiUser,
+    uow: Uow,
+    cursor: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+) -> Page[orders.OrderSummary]:
+    """My orders as a buyer, newest first."""
+    items, next_cursor = await orders.buyer_orders(uow, user, cursor, limit)
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/shops/mine/orders")
+async def shop_orders(
+    user: ApiUser,
+    uow: Uow,
+    status: OrderStatus | None = None,
+    cursor: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+) -> Page[orders.OrderSummary]:
+    """My shop's orders (e.g. ``status=paid`` for those to ship)."""
+    items, next_cursor = await orders.seller_orders(uow, user, status, cursor, limit)
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/shops/mine/dashboard")
+async def dashboard(user: ApiUser, uow: Uow) -> orders.SellerDashboard:
+    """To ship, shipped, revenue by currency, rating."""
+    return await orders.dashboard(uow, user)
+
+
+@router.post("/orders/{order_id}/ship")
+async def ship(
+    order_id: UUID, body: orders.ShipmentIn, user: ApiUser, ctx: Ctx, uow: Uow
+) -> orders.OrderSummary:
+    """Mark a paid order shipped (seller only); the buyer gets the tracking number by email."""
+    return await orders.ship(ctx, uow, user, order_id, body)
+
+
+@router.post("/orders/{order_id}/delivered")
+async def delivered(order_id: UUID, user: ApiUser, uow: Uow) -> orders.OrderSummary:
+    return await orders.mark_delivered(uow, user, order_id)
+
+
+@router.post("/orders/{order_id}/complete")
+async def complete(order_id: UUID, user: ApiUser, uow: Uow) -> orders.OrderSummary:
+    return await orders.complete(uow, user, order_id)
+
+
+@router.post("/order-lines/{line_id}/review", status_code=201)
+async def review(line_id: UUID, body: orders.ReviewIn, user: ApiUser, uow: Uow) -> orders.ReviewOut:
+    """Review a line you received (1–5 stars and text), once."""
+    return await orders.review(uow, user, line_id, body)
+
+
+@router.post("/reviews/{review_id}/reply")
+async def reply(review_id: UUID, body: orders.ReplyIn, user: ApiUser, uow: Uow) -> orders.ReviewOut:
+    """The seller's one reply to a review of their shop."""
+    return await orders.reply(uow, user, review_id, body)
