@@ -11,9 +11,10 @@ from craftreel.accounts import repository as accounts_repo
 from craftreel.accounts import schemas
 from craftreel.accounts import service as accounts
 from craftreel.config import Settings
-from craftreel.context import build_context
+from craftreel.context import AppContext, build_context
 from craftreel.core.clock import utcnow
 from craftreel.core.mail import Mail
+from craftreel.shop.models import ListingStatus
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,75 @@ def _avatar(colour: str, letter: str) -> bytes:
     return out.getvalue()
 
 
+DemoListing = tuple[str, str, list[tuple[str, int, int | None]]]
+SHOPS: list[tuple[str, str, list[DemoListing]]] = [
+    (
+        "kiln_kid",
+        "Kiln Kid Ceramics",
+        [
+            (
+                "Speckled stoneware mug",
+                "pottery",
+                [("Oatmeal", 2800, 6), ("Midnight blue", 3000, 2)],
+            ),
+            ("Seconds bowl", "pottery", [("Small", 1400, 10)]),
+        ],
+    ),
+    (
+        "wool_and_wood",
+        "Wool & Wood",
+        [
+            ("Birch eating spoon", "woodwork", [("Standard", 3500, 4)]),
+            ("Lopi sweater pattern (PDF)", "knitting", [("Pattern", 700, None)]),
+        ],
+    ),
+]
+
+
+async def _seed_shops(ctx: AppContext) -> int:
+    """Two makers' shops with active listings; skipped for makers who already have one."""
+    from craftreel.shop import repository as shop_repo
+    from craftreel.shop import schemas as shop_schemas
+    from craftreel.shop import service as shop
+
+    opened = 0
+    for handle, name, listings in SHOPS:
+        async with ctx.uow() as uow:
+            owner = await accounts_repo.user_by_handle(uow.session, handle)
+            if owner is None or await shop_repo.shop_of_owner(uow.session, owner.id):
+                continue
+            await shop.open_shop(
+                uow,
+                owner,
+                shop_schemas.ShopCreate(
+                    name=name,
+                    handle=handle.replace("_", "-"),
+                    shipping_rates={"GB": 395, "*": 1200},
+                    free_shipping_over=5000,
+                    shipping_policy="Sent within 3 working days, well wrapped.",
+                    returns_policy="Returns accepted within 14 days of delivery.",
+                ),
+            )
+            for title, category, variants in listings:
+                digital = all(stock is None for _, _, stock in variants)
+                made = await shop.create_listing(
+                    uow,
+                    owner,
+                    shop_schemas.ListingCreate(
+                        title=title,
+                        category=category,
+                        kind="digital" if digital else "physical",
+                        variants=[
+                            shop_schemas.VariantIn(name=v, price_minor=price, stock=stock)
+                            for v, price, stock in variants
+                        ],
+                    ),
+                )
+                await shop.set_listing_status(uow, owner, made.id, ListingStatus.ACTIVE)
+            opened += 1
+    return opened
+
+
 class _SilentMailer:
     async def send(self, mail: Mail) -> None:
         log.debug("demo mail suppressed", extra={"to": mail.to})
@@ -100,8 +170,9 @@ async def seed_demo(settings: Settings) -> None:
             if viewer is not None:
                 for handle, *_ in PEOPLE[:4]:
                     await accounts.follow(uow, viewer, handle)
+        shops = await _seed_shops(ctx)
         print(
-            f"demo data: {created} people added; sign in as "
+            f"demo data: {created} people and {shops} shops added; sign in as "
             f"wool.and.wood@demo.craftreel.app / {DEMO_PASSWORD}"
         )
     finally:
