@@ -29,7 +29,7 @@ from craftreel.media import serving as media_serving
 from craftreel.media import views as media_views
 from craftreel.runtime import start_background
 from craftreel.shop import api as shop_api
-from craftreel.shop import orders_api
+from craftreel.shop import orders_api, payments_api
 from craftreel.web import views as web_views
 
 log = logging.getLogger(__name__)
@@ -212,5 +212,6 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(media_views.router)
     app.include_router(shop_api.router)
     app.include_router(orders_api.router)
+    app.include_router(payments_api.router)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "web" / "static"), name="static")
     return app

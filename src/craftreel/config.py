@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     checkout_reservation_minutes: int = Field(default=15, ge=1, le=24 * 60)
     tax_rates: str = "GB:2000,IE:2300,FR:2000,DE:1900,NL:2100,*:0"
 
+    # payments
+    payment_provider: Literal["test", "stripe"] = "test"
+    platform_fee_bps: int = Field(default=500, ge=0, le=10_000)
+    test_payments_webhook_secret: SecretStr | None = None
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    payment_reconcile_seconds: int = Field(default=300, ge=5, le=24 * 3600)
+
     # social sign-in (OpenID Connect ID tokens)
     google_client_id: str | None = None
     google_issuer: str = "https://accounts.google.com"
@@ -133,6 +142,22 @@ class Settings(BaseSettings):
             parse_rates(self.tax_rates)
         except ValueError as exc:
             raise ValueError(f"CRAFTREEL_TAX_RATES is not valid: {exc}") from exc
+        if self.payment_provider == "stripe" and not (
+            self.stripe_secret_key and self.stripe_webhook_secret
+        ):
+            raise ValueError(
+                "CRAFTREEL_STRIPE_SECRET_KEY and CRAFTREEL_STRIPE_WEBHOOK_SECRET must be set "
+                "when CRAFTREEL_PAYMENT_PROVIDER=stripe"
+            )
+        if (
+            self.payment_provider == "test"
+            and self.environment == Environment.PRODUCTION
+            and not self.demo_mode
+        ):
+            raise ValueError(
+                "the test payment provider takes test cards as money: set "
+                "CRAFTREEL_PAYMENT_PROVIDER=stripe in production"
+            )
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("CRAFTREEL_S3_BUCKET must be set when CRAFTREEL_STORAGE_BACKEND=s3")
         if self.jobs_backend == "redis" and not self.redis_url:

@@ -4,5 +4,14 @@ from craftreel.accounts import models as accounts_models
 from craftreel.core import idempotency, jobs, outbox
 from craftreel.media import models as media_models
 from craftreel.shop import models as shop_models
+from craftreel.shop import payments as shop_payments
 
-__all__ = ["accounts_models", "idempotency", "jobs", "media_models", "outbox", "shop_models"]
+__all__ = [
+    "accounts_models",
+    "idempotency",
+    "jobs",
+    "media_models",
+    "outbox",
+    "shop_models",
+    "shop_payments",
+]

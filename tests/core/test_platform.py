@@ -89,7 +89,13 @@ def test_settings_refuse_to_start_without_a_secret_outside_demo() -> None:
         Settings(environment="production")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="CRAFTREEL_SECRET_KEY"):
         Settings(environment="production", secret_key="short")  # type: ignore[arg-type]
-    ok = Settings(environment="production", secret_key="k" * 40)  # type: ignore[arg-type]
+    ok = Settings(
+        environment="production",  # type: ignore[arg-type]
+        secret_key="k" * 40,  # type: ignore[arg-type]
+        payment_provider="stripe",
+        stripe_secret_key="sk_test_x",  # type: ignore[arg-type]
+        stripe_webhook_secret="whsec_x",  # type: ignore[arg-type]
+    )
     assert ok.cookies_secure is True
     assert Settings(demo_mode=True).cookies_secure is False
 

@@ -1,0 +1,1306 @@
+"""Payments: the test provider end to end, webhooks (signed, repeated, out of order), a crash
+between the provider's success and our order write, lapsed checkouts, refunds and the
+ledger, who may do what — and Stripe against a local stand-in for its HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
+from uuid import UUID
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy import func, select, update
+
+from craftreel.app import create_app
+from craftreel.config import Settings
+from craftreel.context import AppContext
+from craftreel.core.clock import utcnow
+from craftreel.core.jobs import Job, JobStatus
+from craftreel.core.money import apply_rate
+from craftreel.runtime import register_job_handlers
+from craftreel.shop import payments
+from craftreel.shop import service as shop_service
+from craftreel.shop.models import Checkout, Order, Variant
+from craftreel.shop.payments import (
+    LedgerEntry,
+    Payment,
+    PaymentEvent,
+    PaymentSettings,
+    Refund,
+    TestProviderIntent,
+)
+from tests.conftest import client_for, fresh_context
+from tests.factories import Person, sign_up
+from tests.shop.test_checkout import checkout, seller_with_listing
+
+FEE_BPS = 1000  # 10 %, so fees are easy to check by eye
+SUCCESS, DECLINE, NO_FUNDS, ACTION = (
+    "4242424242424242",
+    "4000000000000002",
+    "4000000000009995",
+    "4000000000003220",
+)
+PAY_PATH = "/api/v1/checkouts/{checkout_id}/payments"  # to see if app.py mounts the router
+
+
+class PaymentTestSettings(Settings):
+    """Settings with the payment settings config.py is to gain (same names and defaults)."""
+
+    payment_provider: str = "test"
+    platform_fee_bps: int = 500
+    test_payments_webhook_secret: SecretStr | None = None
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    payment_reconcile_seconds: int = 300
+
+
+def _settings(database_url: str, tmp_path: Path, **extra: Any) -> Settings:
+    return PaymentTestSettings(
+        environment="test",  # type: ignore[arg-type]
+        database_url=database_url,
+        var_dir=tmp_path / "var",
+        log_json=False,
+        log_level="WARNING",
+        platform_fee_bps=FEE_BPS,
+        **extra,
+    )
+
+
+@pytest.fixture
+def settings(backend: str, database_urls: dict[str, str], tmp_path: Path) -> Settings:
+    return _settings(database_urls[backend], tmp_path)
+
+
+@asynccontextmanager
+async def payments_app(settings: Settings, context: AppContext) -> AsyncIterator[FastAPI]:
+    """The app with the payments router, its jobs registered, and our own base URL served
+    in-process (so the test provider's webhooks reach this app). Jobs run when a test says."""
+    application = create_app(settings, context)
+    application.state.ctx = context
+    register_job_handlers(context)
+    real_http = context.http
+    own_origin = str(settings.base_url).rstrip("/")
+    context.http = httpx.AsyncClient(
+        mounts={own_origin: httpx.ASGITransport(app=application)}, timeout=10
+    )
+    try:
+        yield application
+    finally:
+        await context.http.aclose()
+        context.http = real_http
+
+
+@pytest.fixture
+async def api(settings: Settings, ctx: AppContext) -> AsyncIterator[httpx.AsyncClient]:
+    async with payments_app(settings, ctx) as application, client_for(application) as client:
+        yield client
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+async def run_jobs(ctx: AppContext) -> list[str]:
+    """Run every due job (and those they make due) as a worker would; their kinds, in order."""
+    kinds: list[str] = []
+    while True:
+        due = await ctx.jobs.due()
+        if not due:
+            return kinds
+        for job_id in due:
+            assert await ctx.jobs.run(job_id, "test-worker") == JobStatus.DONE, await ctx.jobs.get(
+                job_id
+            )
+            job = await ctx.jobs.get(job_id)
+            assert job is not None
+            kinds.append(job.kind)
+
+
+async def queued(ctx: AppContext, kind: str) -> list[Job]:
+    async with ctx.sessions() as session:
+        rows = await session.scalars(
+            select(Job)
+            .where(Job.kind == kind, Job.status == JobStatus.QUEUED)
+            .order_by(Job.created_at, Job.id)
+        )
+        return list(rows.all())
+
+
+async def make_due(ctx: AppContext, kind: str) -> None:
+    async with ctx.uow() as uow:
+        await uow.session.execute(
+            update(Job)
+            .where(Job.kind == kind, Job.status == JobStatus.QUEUED)
+            .values(run_at=utcnow())
+        )
+
+
+async def pay(
+    client: httpx.AsyncClient, buyer: Person, checkout_id: str, card: str, key: str
+) -> httpx.Response:
+    return await client.post(
+        f"/api/v1/checkouts/{checkout_id}/payments",
+        headers={**buyer.auth, "Idempotency-Key": key},
+        json={"card_number": card, "provider": "test"},
+    )
+
+
+@dataclass
+class Purchase:
+    seller: Person
+    buyer: Person
+    variant_id: str
+    checkout: dict[str, Any]
+
+    @property
+    def checkout_id(self) -> str:
+        return str(self.checkout["id"])
+
+    @property
+    def order_id(self) -> str:
+        return str(self.checkout["orders"][0]["id"])
+
+    @property
+    def total(self) -> int:
+        return int(self.checkout["total"])
+
+
+async def purchase(
+    client: httpx.AsyncClient,
+    seller_handle: str,
+    buyer_handle: str,
+    stock: int = 5,
+    price: int = 1250,
+    quantity: int = 1,
+) -> Purchase:
+    """A seller with a listing, and a buyer with an open checkout for ``quantity`` of it."""
+    seller, listing = await seller_with_listing(client, seller_handle, stock=stock, price=price)
+    buyer = await sign_up(client, buyer_handle)
+    variant_id = listing["variants"][0]["id"]
+    added = await client.post(
+        "/api/v1/cart/lines",
+        headers=buyer.auth,
+        json={"variant_id": variant_id, "quantity": quantity},
+    )
+    assert added.status_code == 200, added.text
+    started = await checkout(client, buyer, f"checkout-{buyer_handle}")
+    assert started.status_code == 201, started.text
+    return Purchase(seller, buyer, variant_id, started.json())
+
+
+async def paid_purchase(
+    client: httpx.AsyncClient, ctx: AppContext, seller_handle: str, buyer_handle: str, **kw: Any
+) -> Purchase:
+    bought = await purchase(client, seller_handle, buyer_handle, **kw)
+    response = await pay(client, bought.buyer, bought.checkout_id, SUCCESS, "pay")
+    assert response.status_code == 201, response.text
+    await run_jobs(ctx)
+    assert await checkout_status(ctx, bought.checkout_id) == "paid"
+    return bought
+
+
+async def checkout_status(ctx: AppContext, checkout_id: str) -> str:
+    async with ctx.sessions() as session:
+        found = await session.get(Checkout, UUID(checkout_id))
+        assert found is not None
+        return found.status
+
+
+async def order_statuses(ctx: AppContext, checkout_id: str) -> list[str]:
+    async with ctx.sessions() as session:
+        rows = await session.scalars(
+            select(Order.status).where(Order.checkout_id == UUID(checkout_id)).order_by(Order.id)
+        )
+        return list(rows.all())
+
+
+async def stock_of(ctx: AppContext, variant_id: str) -> int | None:
+    async with ctx.sessions() as session:
+        variant = await session.get(Variant, UUID(variant_id))
+        assert variant is not None
+        return variant.stock
+
+
+async def ledger(ctx: AppContext) -> list[tuple[str, int]]:
+    """Every ledger row as (kind, amount), oldest first."""
+    async with ctx.sessions() as session:
+        rows = await session.execute(
+            select(LedgerEntry.kind, LedgerEntry.amount).order_by(
+                LedgerEntry.created_at, LedgerEntry.id
+            )
+        )
+        return [(kind, amount) for kind, amount in rows.all()]
+
+
+async def count(ctx: AppContext, model: type[Any]) -> int:
+    async with ctx.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def signed_test_event(
+    settings: Settings, event: dict[str, Any], at: float | None = None, secret: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(event).encode()
+    key = secret or PaymentSettings.from_settings(settings).test_webhook_secret
+    header = payments.sign_webhook(key, body, int(at if at is not None else time.time()))
+    return body, {"Craftreel-Signature": header, "Content-Type": "application/json"}
+
+
+# --- the test provider, end to end ------------------------------------------------------
+
+
+async def test_success_card_then_webhook_pays_the_checkout_and_writes_the_ledger(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    _, mug = await seller_with_listing(api, "potter")
+    _, scarf = await seller_with_listing(api, "knitter", price=3000)
+    buyer = await sign_up(api, "shopper")
+    for listing, quantity in ((mug, 2), (scarf, 1)):
+        await api.post(
+            "/api/v1/cart/lines",
+            headers=buyer.auth,
+            json={"variant_id": listing["variants"][0]["id"], "quantity": quantity},
+        )
+    started = (await checkout(api, buyer, "c1")).json()
+    assert len(started["orders"]) == 2
+
+    response = await pay(api, buyer, started["id"], SUCCESS, "p1")
+    assert response.status_code == 201, response.text
+    payment = response.json()
+    # The amount is the checkout's; success waits for the provider's signed webhook.
+    assert (payment["amount"], payment["currency"]) == (started["total"], "GBP")
+    assert payment["status"] == "processing"
+    assert await checkout_status(ctx, started["id"]) == "open"
+
+    delivered = await run_jobs(ctx)
+    assert delivered.count(payments.DELIVER_TEST_WEBHOOK) == 2  # processing, succeeded
+
+    seen = (await api.get(f"/api/v1/payments/{payment['id']}", headers=buyer.auth)).json()
+    assert seen["status"] == "succeeded"
+    assert (await api.get(f"/api/v1/checkouts/{started['id']}", headers=buyer.auth)).json()[
+        "status"
+    ] == "paid"
+    assert await order_statuses(ctx, started["id"]) == ["paid", "paid"]
+    rows = await ledger(ctx)
+    assert sorted(rows) == sorted(
+        [("sale", o["total"]) for o in started["orders"]]
+        + [("platform_fee", -apply_rate(o["total"], FEE_BPS)) for o in started["orders"]]
+    )
+    assert sum(amount for kind, amount in rows if kind == "sale") == started["total"]
+
+    # The stock stays sold: a paid checkout's hold is never given back.
+    async with ctx.uow() as uow:
+        await uow.session.execute(
+            update(Checkout).where(Checkout.id == UUID(started["id"])).values(expires_at=utcnow())
+        )
+    async with ctx.uow() as uow:
+        assert await shop_service.expire_checkout(uow, UUID(started["id"])) is False
+    assert await stock_of(ctx, mug["variants"][0]["id"]) == 3
+
+
+async def test_the_seller_balance_is_the_ledger_sum(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    bought = await paid_purchase(api, ctx, "balancer", "balancebuyer", quantity=2)
+    response = await api.get("/api/v1/shops/mine/balance", headers=bought.seller.auth)
+    assert response.status_code == 200
+    body = response.json()
+    fee = apply_rate(bought.total, FEE_BPS)
+    assert body["balance"] == bought.total - fee
+    assert body["currency"] == "GBP"
+    assert sorted((e["kind"], e["amount"]) for e in body["entries"]) == [
+        ("platform_fee", -fee),
+        ("sale", bought.total),
+    ]
+    first = await api.get(
+        "/api/v1/shops/mine/balance", params={"limit": 1}, headers=bought.seller.auth
+    )
+    rest = await api.get(
+        "/api/v1/shops/mine/balance",
+        params={"limit": 1, "cursor": first.json()["next_cursor"]},
+        headers=bought.seller.auth,
+    )
+    assert len(first.json()["entries"]) == len(rest.json()["entries"]) == 1
+    assert rest.json()["next_cursor"] is None
+    not_a_seller = await api.get("/api/v1/shops/mine/balance", headers=bought.buyer.auth)
+    assert not_a_seller.status_code == 409 and not_a_seller.json()["error"]["code"] == "no_shop"
+
+
+@pytest.mark.parametrize(
+    ("card", "code"), [(DECLINE, "card_declined"), (NO_FUNDS, "insufficient_funds")]
+)
+async def test_a_refused_card_fails_with_its_code_and_the_checkout_stays_open(
+    api: httpx.AsyncClient, ctx: AppContext, card: str, code: str
+) -> None:
+    bought = await purchase(api, "refused", "unlucky")
+    response = await pay(api, bought.buyer, bought.checkout_id, card, "first")
+    assert response.status_code == 201, response.text
+    assert (response.json()["status"], response.json()["failure_code"]) == ("failed", code)
+    await run_jobs(ctx)
+    assert await checkout_status(ctx, bought.checkout_id) == "open"
+    assert await order_statuses(ctx, bought.checkout_id) == ["placed"]
+    assert await ledger(ctx) == []
+    assert await stock_of(ctx, bought.variant_id) == 4  # still held for the buyer
+
+    # Another card, another try: the failed payment does not block the checkout.
+    again = await pay(api, bought.buyer, bought.checkout_id, SUCCESS, "second")
+    assert again.status_code == 201 and again.json()["status"] == "processing"
+    await run_jobs(ctx)
+    assert await checkout_status(ctx, bought.checkout_id) == "paid"
+
+
+async def test_a_card_that_requires_action_is_paid_once_confirmed(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    bought = await purchase(api, "careful", "secure")
+    response = await pay(api, bought.buyer, bought.checkout_id, ACTION, "k")
+    payment = response.json()
+    assert (payment["status"], payment["next_action"]) == ("requires_action", "confirm")
+    await run_jobs(ctx)
+    assert await checkout_status(ctx, bought.checkout_id) == "open"
+
+    stranger = await sign_up(api, "stranger")
+    refused = await api.post(f"/api/v1/payments/{payment['id']}/confirm", headers=stranger.auth)
+    assert refused.status_code == 404
+
+    confirmed = await api.post(
+        f"/api/v1/payments/{payment['id']}/confirm", headers=bought.buyer.auth
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["status"] == "processing"
+    await run_jobs(ctx)
+    assert await checkout_status(ctx, bought.checkout_id) == "paid"
+    # Confirming again changes nothing.
+    again = await api.post(f"/api/v1/payments/{payment['id']}/confirm", headers=bought.buyer.auth)
+    assert again.json()["status"] == "succeeded"
+
+    declined = await purchase(api, "careful2", "secure2")
+    failed = (await pay(api, declined.buyer, declined.checkout_id, DECLINE, "d")).json()
+    not_waiting = await api.post(
+        f"/api/v1/payments/{failed['id']}/confirm", headers=declined.buyer.auth
+    )
+    assert not_waiting.status_code == 409
+    assert not_waiting.json()["error"]["code"] == "payment_not_awaiting_action"
+
+
+async def test_two_payments_at_once_for_one_checkout_one_wins(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    bought = await purchase(api, "doubled", "eager")
+    first, second = await asyncio.gather(
+        pay(api, bought.buyer, bought.checkout_id, SUCCESS, "tab-1"),
+        pay(api, bought.buyer, bought.checkout_id, SUCCESS, "tab-2"),
+    )
+    assert sorted([first.status_code, second.status_code]) == [201, 409]
+    loser = first if first.status_code == 409 else second
+    assert loser.json()["error"]["code"] in ("payment_in_progress", "checkout_not_payable")
+    await run_jobs(ctx)
+    assert await count(ctx, Payment) == 1
+    assert await count(ctx, TestProviderIntent) == 1
+    assert await order_statuses(ctx, bought.checkout_id) == ["paid"]
+    # And once paid, a third attempt is refused too.
+    third = await pay(api, bought.buyer, bought.checkout_id, SUCCESS, "tab-3")
+    assert third.status_code == 409 and third.json()["error"]["code"] == "checkout_not_payable"
+
+
+async def test_the_same_idempotency_key_is_the_same_payment(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    bought = await purchase(api, "keyed", "repeater")
+    first = await pay(api, bought.buyer, bought.checkout_id, SUCCESS, "same")
+    again = await pay(api, bought.buyer, bought.checkout_id, SUCCESS, "same")
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]
+    other_card = await pay(api, bought.buyer, bought.checkout_id, DECLINE, "same")
+    assert other_card.status_code == 422
+    assert other_card.json()["error"]["code"] == "idempotency_key_reused"
+    no_key = await api.post(
+        f"/api/v1/checkouts/{bought.checkout_id}/payments",
+        headers=bought.buyer.auth,
+        json={"card_number": SUCCESS},
+    )
+    assert no_key.status_code == 400
+    bad_card = await pay(api, bought.buyer, bought.checkout_id, "4242424242424241", "luhn")
+    assert bad_card.status_code == 400
+    assert bad_card.json()["error"]["code"] == "invalid_card_number"
+    assert await count(ctx, Payment) == 1
+
+
+async def test_webhooks_repeated_and_out_of_order_are_handled_once(
+    api: httpx.AsyncClient, ctx: AppContext, settings: Settings
+) -> None:
+    bought = await purchase(api, "orderly", "impatient")
+    payment = (await pay(api, bought.buyer, bought.checkout_id, SUCCESS, "k")).json()
+    processing, succeeded = await queued(ctx, payments.DELIVER_TEST_WEBHOOK)
+    assert processing.payload["event"]["type"] == "payment.processing"
+    assert succeeded.payload["event"]["type"] == "payment.succeeded"
+
+    # "succeeded" overtakes "processing".
+    assert await ctx.jobs.run(succeeded.id, "w") == JobStatus.DONE
+    assert await ctx.jobs.run(processing.id, "w") == JobStatus.DONE
+    seen = (await api.get(f"/api/v1/payments/{payment['id']}", headers=bought.buyer.auth)).json()
+    assert seen["status"] == "succeeded"
+
+    # The provider delivers "succeeded" again (and again): 200, nothing more happens.
+    for _ in range(2):
+        body, headers = signed_test_event(settings, succeeded.payload["event"])
+        repeat = await api.post("/api/v1/payments/webhooks/test", content=body, headers=headers)
+        assert repeat.status_code == 200
+        assert repeat.json() == {"received": True, "duplicate": True}
+    assert await count(ctx, PaymentEvent) == 2
+    fee = apply_rate(bought.total, FEE_BPS)
+    assert sorted(await ledger(ctx)) == [("platform_fee", -fee), ("sale", bought.total)]
+    assert await order_statuses(ctx, bought.checkout_id) == ["paid"]
+
+
+async def test_forged_or_stale_webhooks_are_refused_and_change_nothing(
+    api: httpx.AsyncClient, ctx: AppContext, settings: Settings
+) -> None:
+    bought = await purchase(api, "guarded", "waiting")
+    payment = (await pay(api, bought.buyer, bought.checkout_id, ACTION, "k")).json()
+    async with ctx.sessions() as session:
+        intent = await session.scalar(select(TestProviderIntent))
+    assert intent is not None
+    forged_event = {
+        "id": "evt_forged",
+        "type": "payment.succeeded",
+        "data": {
+            "object": {
+                "id": intent.id,
+                "status": "succeeded",
+                "amount": bought.total,
+                "currency": "GBP",
+                "amount_refunded": 0,
+                "failure_code": None,
+                "metadata": {"payment_id": payment["id"]},
+            }
+        },
+    }
+    attempts = [
+        signed_test_event(settings, forged_event, secret="not-the-secret"),
+        signed_test_event(settings, forged_event, at=time.time() - 301),
+        signed_test_event(settings, forged_event, at=time.time() + 301),
+        (json.dumps(forged_event).encode(), {"Content-Type": "application/json"}),
+    ]
+    body, headers = signed_test_event(settings, forged_event)
+    tampered = body.replace(b'"amount": ' + str(bought.total).encode(), b'"amount": 1')
+    attempts.append((tampered, headers))
+    for body, headers in attempts:
+        response = await api.post("/api/v1/payments/webhooks/test", content=body, headers=headers)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "webhook_signature_invalid"
+    unknown = await api.post("/api/v1/payments/webhooks/paypal", content=b"{}")
+    assert unknown.status_code == 404
+    # Genuinely signed but unreadable: refused as well, never a 500.
+    body, headers = signed_test_event(settings, {"id": "evt_x", "data": {"object": {"id": 1}}})
+    unreadable = await api.post("/api/v1/payments/webhooks/test", content=body, headers=headers)
+    assert unreadable.status_code == 400
+    assert unreadable.json()["error"]["code"] == "webhook_payload_invalid"
+    huge = await api.post(
+        "/api/v1/payments/webhooks/test", content=b"x" * (300 * 1024), headers=headers
+    )
+    assert huge.status_code == 413
+
+    assert await count(ctx, PaymentEvent) == 0
+    seen = (await api.get(f"/api/v1/payments/{payment['id']}", headers=bought.buyer.auth)).json()
+    assert seen["status"] == "requires_action"
+    assert await checkout_status(ctx, bought.checkout_id) == "open"
+    assert await ledger(ctx) == []
+
+
+@pytest.mark.parametrize("found_by", ["reconcile", "webhook"])
+async def test_a_crash_between_provider_success_and_our_write_ends_with_one_paid_order(
+    api: httpx.AsyncClient, ctx: AppContext, found_by: str
+) -> None:
+    bought = await purchase(api, "crashy", "survivor")
+    # Our attempt is recorded, the provider charges the card … and we die before writing
+    # down its answer (submit_payment's second half never runs).
+    payment_id = await payments.begin_payment(
+        ctx,
+        UUID(str((await api.get("/api/v1/me", headers=bought.buyer.auth)).json()["id"])),
+        UUID(bought.checkout_id),
+        "test",
+        payments.PaymentCreate(provider="test", card_number=SUCCESS),
+        "crash-key",
+    )
+    provider = payments.providers(ctx)["test"]
+    charged = await provider.create_payment(
+        payments.PaymentRequest(
+            payment_id=payment_id,
+            checkout_id=UUID(bought.checkout_id),
+            amount=bought.total,
+            currency="GBP",
+            payment_method=SUCCESS,
+        )
+    )
+    assert charged.status == "succeeded"
+    async with ctx.sessions() as session:
+        payment = await session.get(Payment, payment_id)
+    assert payment is not None and (payment.status, payment.provider_ref) == (
+        "requires_payment",
+        None,
+    )
+    if found_by == "reconcile":
+        # …and the webhooks are lost too: the reconcile job asks the provider.
+        async with ctx.uow() as uow:
+            await uow.session.execute(
+                update(Job)
+                .where(Job.kind == payments.DELIVER_TEST_WEBHOOK)
+                .values(status=JobStatus.FAILED)
+            )
+    await make_due(ctx, payments.RECONCILE_PAYMENT)
+    await run_jobs(ctx)
+    # Whichever came first did the work; the other (and any repeat) found nothing to do.
+    await payments.reconcile_payment(ctx, payment_id)
+    for event_job in await queued(ctx, payments.DELIVER_TEST_WEBHOOK):
+        await payments.deliver_test_webhook(ctx, event_job.payload["event"])
+
+    assert await checkout_status(ctx, bought.checkout_id) == "paid"
+    assert await order_statuses(ctx, bought.checkout_id) == ["paid"]
+    async with ctx.sessions() as session:
+        payment = await session.get(Payment, payment_id)
+    assert payment is not None
+    assert (payment.status, payment.provider_ref) == ("succeeded", charged.ref)
+    fee = apply_rate(bought.total, FEE_BPS)
+    assert sorted(await ledger(ctx)) == [("platform_fee", -fee), ("sale", bought.total)]
+    # The buyer retrying with the same key gets the same, now paid, payment.
+    retry = await pay(api, bought.buyer, bought.checkout_id, SUCCESS, "crash-key")
+    assert retry.status_code == 201 and retry.json()["status"] == "succeeded"
+
+
+async def test_reconcile_frees_a_checkout_whose_payment_never_reached_the_provider(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    bought = await purchase(api, "quiet", "abandoned")
+    me = (await api.get("/api/v1/me", headers=bought.buyer.auth)).json()
+    payment_id = await payments.begin_payment(
+        ctx,
+        UUID(me["id"]),
+        UUID(bought.checkout_id),
+        "test",
+        payments.PaymentCreate(provider="test", card_number=SUCCESS),
+        "lost",
+    )
+    blocked = await pay(api, bought.buyer, bought.checkout_id, SUCCESS, "other")
+    assert blocked.status_code == 409 and blocked.json()["error"]["code"] == "payment_in_progress"
+    await make_due(ctx, payments.RECONCILE_PAYMENT)
+    await run_jobs(ctx)
+    async with ctx.sessions() as session:
+        payment = await session.get(Payment, payment_id)
+    assert payment is not None and (payment.status, payment.failure_code) == (
+        "failed",
+        "not_submitted",
+    )
+    retried = await pay(api, bought.buyer, bought.checkout_id, SUCCESS, "other")
+    assert retried.status_code == 201
+
+
+@pytest.mark.parametrize("stock_left", [True, False])
+async def test_a_payment_arriving_after_the_checkout_lapsed(
+    api: httpx.AsyncClient, ctx: AppContext, stock_left: bool
+) -> None:
+    bought = await purchase(api, "slowshop", "slowpayer", stock=1)
+    payment = (await pay(api, bought.buyer, bought.checkout_id, SUCCESS, "k")).json()
+    # The hold lapses before the provider's webhooks arrive: the stock goes back.
+    async with ctx.uow() as uow:
+        await uow.session.execute(
+            update(Checkout)
+            .where(Checkout.id == UUID(bought.checkout_id))
+            .values(expires_at=utcnow())
+        )
+    async with ctx.uow() as uow:
+        assert await shop_service.expire_checkout(uow, UUID(bought.checkout_id))
+    assert await stock_of(ctx, bought.variant_id) == 1
+    if not stock_left:
+        rival = await sign_up(api, "quickbuyer")
+        await api.post(
+            "/api/v1/cart/lines", headers=rival.auth, json={"variant_id": bought.variant_id}
+        )
+        assert (await checkout(api, rival, "rival")).status_code == 201
+        assert await stock_of(ctx, bought.variant_id) == 0
+
+    await run_jobs(ctx)
+
+    seen = (await api.get(f"/api/v1/payments/{payment['id']}", headers=bought.buyer.auth)).json()
+    if stock_left:
+        # We chose to take the stock again when it is all still there …
+        assert await checkout_status(ctx, bought.checkout_id) == "paid"
+        assert await order_statuses(ctx, bought.checkout_id) == ["paid"]
+        assert await stock_of(ctx, bought.variant_id) == 0
+        assert seen["status"] == "succeeded"
+        assert len(await ledger(ctx)) == 2
+    else:
+        # … and to refund the whole payment, automatically, when it is not.
+        assert await checkout_status(ctx, bought.checkout_id) == "expired"
+        assert await order_statuses(ctx, bought.checkout_id) == ["cancelled"]
+        assert await stock_of(ctx, bought.variant_id) == 0  # the rival's hold is untouched
+        assert seen["status"] == "refunded"
+        async with ctx.sessions() as session:
+            refund = await session.scalar(select(Refund))
+            intent = await session.scalar(select(TestProviderIntent))
+        assert refund is not None and (refund.status, refund.reason, refund.amount) == (
+            "succeeded",
+            "checkout_lapsed",
+            bought.total,
+        )
+        assert intent is not None and (intent.status, intent.amount_refunded) == (
+            "refunded",
+            bought.total,
+        )
+        assert await ledger(ctx) == []
+
+
+async def test_refunds_partial_then_full_and_the_ledger_reconciles(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    bought = await paid_purchase(api, ctx, "refunder", "returner", quantity=2, price=1737)
+    total = bought.total
+    fee = apply_rate(total, FEE_BPS)
+    url = f"/api/v1/orders/{bought.order_id}/refunds"
+
+    partial = await api.post(url, headers=bought.seller.auth, json={"amount": 1000})
+    assert partial.status_code == 201, partial.text
+    assert (partial.json()["status"], partial.json()["amount"]) == ("succeeded", 1000)
+    too_much = await api.post(url, headers=bought.seller.auth, json={"amount": total})
+    assert too_much.status_code == 409
+    assert too_much.json()["error"] == {
+        "code": "refund_too_large",
+        "message": "That is more than is left to refund on this order.",
+        "details": {"refundable": total - 1000},
+    }
+    rest = await api.post(url, headers=bought.seller.auth, json={})
+    assert rest.status_code == 201 and rest.json()["amount"] == total - 1000
+    nothing_left = await api.post(url, headers=bought.seller.auth, json={"amount": 1})
+    assert nothing_left.status_code == 409
+    assert nothing_left.json()["error"]["code"] == "order_not_refundable"
+
+    rows = await ledger(ctx)
+    by_kind: dict[str, int] = {}
+    for kind, amount in rows:
+        by_kind[kind] = by_kind.get(kind, 0) + amount
+    # The order's money all went back, and so did the whole fee, in proportion.
+    assert by_kind == {"sale": total, "platform_fee": -fee, "refund": -total, "fee_refund": fee}
+    assert rows[3] == ("fee_refund", payments.share(fee, 1000, total))
+    balance = (await api.get("/api/v1/shops/mine/balance", headers=bought.seller.auth)).json()
+    assert balance["balance"] == 0
+    async with ctx.sessions() as session:
+        payment = await session.scalar(select(Payment))
+        refunds = (await session.scalars(select(Refund))).all()
+        intent = await session.scalar(select(TestProviderIntent))
+    assert payment is not None and payment.status == "refunded"
+    assert payment.amount_refunded == sum(r.amount for r in refunds) == total
+    assert intent is not None and intent.amount_refunded == total
+
+
+async def test_refund_with_an_idempotency_key_happens_once(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    bought = await paid_purchase(api, ctx, "onceshop", "oncebuyer")
+    url = f"/api/v1/orders/{bought.order_id}/refunds"
+    headers = {**bought.seller.auth, "Idempotency-Key": "refund-1"}
+    first = await api.post(url, headers=headers, json={"amount": 300})
+    again = await api.post(url, headers=headers, json={"amount": 300})
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]
+    assert await count(ctx, Refund) == 1
+
+
+async def test_two_refunds_at_once_never_exceed_the_order(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    bought = await paid_purchase(api, ctx, "raceshop", "racebuyer")
+    url = f"/api/v1/orders/{bought.order_id}/refunds"
+    amount = bought.total // 2 + 1
+    responses = await asyncio.gather(
+        *(api.post(url, headers=bought.seller.auth, json={"amount": amount}) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in responses) == [201, 409, 409, 409]
+    async with ctx.sessions() as session:
+        payment = await session.scalar(select(Payment))
+    assert payment is not None and payment.amount_refunded == amount
+
+
+async def test_cancelling_before_shipping_gives_stock_back_and_refunds(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    bought = await paid_purchase(api, ctx, "cancelshop", "changedmind", quantity=2)
+    assert await stock_of(ctx, bought.variant_id) == 3
+    outsider = await sign_up(api, "outsider")
+    async with ctx.sessions() as session:
+        from craftreel.accounts.models import User
+
+        buyer = await session.scalar(select(User).where(User.handle == "changedmind"))
+        stranger = await session.scalar(select(User).where(User.handle == outsider.handle))
+    assert buyer is not None and stranger is not None
+    with pytest.raises(payments.OrderNotFound):
+        await payments.cancel_order(ctx, stranger, UUID(bought.order_id))
+
+    refund = await payments.cancel_order(ctx, buyer, UUID(bought.order_id))
+    assert refund is not None and (refund.status, refund.amount) == ("succeeded", bought.total)
+    assert await order_statuses(ctx, bought.checkout_id) == ["cancelled"]
+    assert await stock_of(ctx, bought.variant_id) == 5
+    assert sum(amount for _, amount in await ledger(ctx)) == 0
+    with pytest.raises(payments.OrderNotCancellable):
+        await payments.cancel_order(ctx, buyer, UUID(bought.order_id))
+    assert await stock_of(ctx, bought.variant_id) == 5
+    nothing_left = await api.post(
+        f"/api/v1/orders/{bought.order_id}/refunds", headers=bought.seller.auth, json={}
+    )
+    assert nothing_left.status_code == 409
+    assert nothing_left.json()["error"]["code"] == "order_not_refundable"
+
+
+async def test_shipped_orders_cannot_be_cancelled(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    bought = await paid_purchase(api, ctx, "shipper", "latebuyer")
+    async with ctx.uow() as uow:
+        await uow.session.execute(
+            update(Order).where(Order.id == UUID(bought.order_id)).values(status="shipped")
+        )
+    async with ctx.sessions() as session:
+        from craftreel.accounts.models import User
+
+        buyer = await session.scalar(select(User).where(User.handle == "latebuyer"))
+    assert buyer is not None
+    with pytest.raises(payments.OrderNotCancellable):
+        await payments.cancel_order(ctx, buyer, UUID(bought.order_id))
+    assert await stock_of(ctx, bought.variant_id) == 4
+    # A shipped order can still be refunded by its seller (a return).
+    refunded = await api.post(
+        f"/api/v1/orders/{bought.order_id}/refunds", headers=bought.seller.auth, json={}
+    )
+    assert refunded.status_code == 201
+
+
+async def test_who_may_pay_see_and_refund(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    bought = await purchase(api, "privateshop", "owner")
+    other_buyer = await sign_up(api, "nosy")
+    other_seller, _ = await seller_with_listing(api, "rivalshop")
+
+    # Another buyer can neither pay nor see this checkout's payment.
+    stolen = await pay(api, other_buyer, bought.checkout_id, SUCCESS, "k")
+    assert stolen.status_code == 404 and stolen.json()["error"]["code"] == "checkout_not_found"
+    payment = (await pay(api, bought.buyer, bought.checkout_id, SUCCESS, "k")).json()
+    peek = await api.get(f"/api/v1/payments/{payment['id']}", headers=other_buyer.auth)
+    assert peek.status_code == 404
+    assert (await api.get(f"/api/v1/payments/{payment['id']}")).status_code == 401
+
+    # Refunding an unpaid order is refused; then only the order's own seller may refund.
+    url = f"/api/v1/orders/{bought.order_id}/refunds"
+    early = await api.post(url, headers=bought.seller.auth, json={})
+    assert early.status_code == 409 and early.json()["error"]["code"] == "order_not_refundable"
+    await run_jobs(ctx)
+    for outsider in (other_seller, bought.buyer, other_buyer):
+        refused = await api.post(url, headers=outsider.auth, json={"amount": 100})
+        assert refused.status_code == 404
+        assert refused.json()["error"]["code"] == "order_not_found"
+    assert await count(ctx, Refund) == 0
+
+    # A client cannot choose the amount, currency or status of a payment or a refund.
+    await api.post(
+        "/api/v1/cart/lines", headers=bought.buyer.auth, json={"variant_id": bought.variant_id}
+    )
+    fresh = (await checkout(api, bought.buyer, "second-checkout")).json()
+    for extra in ({"amount": 1}, {"currency": "JPY"}, {"status": "succeeded"}):
+        sneaky = await api.post(
+            f"/api/v1/checkouts/{fresh['id']}/payments",
+            headers={**bought.buyer.auth, "Idempotency-Key": f"sneaky-{extra}"},
+            json={"card_number": SUCCESS, **extra},
+        )
+        assert sneaky.status_code == 422
+        assert sneaky.json()["error"]["code"] == "validation_error"
+    sneaky_refund = await api.post(
+        url, headers=bought.seller.auth, json={"amount": 100, "status": "succeeded"}
+    )
+    assert sneaky_refund.status_code == 422
+    assert await count(ctx, Refund) == 0
+    async with ctx.sessions() as session:
+        assert (
+            await session.scalar(
+                select(func.count())
+                .select_from(Payment)
+                .where(Payment.checkout_id == UUID(fresh["id"]))
+            )
+            == 0
+        )
+
+
+async def test_an_expired_checkout_cannot_be_paid(api: httpx.AsyncClient, ctx: AppContext) -> None:
+    bought = await purchase(api, "lateshop", "tardy")
+    async with ctx.uow() as uow:
+        await uow.session.execute(
+            update(Checkout)
+            .where(Checkout.id == UUID(bought.checkout_id))
+            .values(expires_at=utcnow())
+        )
+    response = await pay(api, bought.buyer, bought.checkout_id, SUCCESS, "k")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "checkout_not_payable"
+
+
+@pytest.mark.parametrize(
+    ("total", "bps", "fee"),
+    [
+        (3474, 1000, 347),
+        (3475, 1000, 348),
+        (3465, 1000, 347),
+        (10, 500, 1),
+        (9, 500, 0),
+        (0, 1000, 0),
+    ],
+)
+def test_fees_round_half_up(total: int, bps: int, fee: int) -> None:
+    assert payments.platform_fee(total, bps) == fee
+
+
+def test_fee_refunds_in_pieces_add_up_to_the_whole_fee() -> None:
+    total, fee = 3475, payments.platform_fee(3475, 1000)
+    refunded = 0
+    given_back = 0
+    for piece in (1000, 1, 1, 1473, 1000):
+        refunded += piece
+        step = payments.share(fee, refunded, total) - given_back
+        assert step >= 0
+        given_back += step
+    assert refunded == total and given_back == fee == 348
+
+
+def test_payment_settings_fail_loudly(tmp_path: Path) -> None:
+    """Bad payment settings stop start-up, not the first payment."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(ValueError, match="STRIPE_SECRET_KEY"):
+        Settings(environment="test", database_url=url, payment_provider="stripe")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="test payment provider"):
+        Settings(
+            environment="production",  # type: ignore[arg-type]
+            secret_key="s" * 40,  # type: ignore[arg-type]
+            database_url=url,
+        )
+    defaults = PaymentSettings.from_settings(
+        Settings(environment="test", database_url=url)  # type: ignore[arg-type]
+    )
+    assert (defaults.provider, defaults.platform_fee_bps) == ("test", 500)
+    assert defaults.test_webhook_url == "http://127.0.0.1:8000/api/v1/payments/webhooks/test"
+
+
+async def test_the_whole_flow_runs_by_itself_on_a_bare_machine(
+    settings: Settings, ctx: AppContext
+) -> None:
+    """The app as `craftreel serve` runs it: the in-process runner delivers the webhooks."""
+    application = create_app(settings, ctx)
+    real_http = ctx.http
+    ctx.http = httpx.AsyncClient(
+        mounts={str(settings.base_url).rstrip("/"): httpx.ASGITransport(app=application)}
+    )
+    try:
+        async with (
+            application.router.lifespan_context(application),
+            client_for(application) as client,
+        ):
+            bought = await purchase(client, "bareshop", "barebuyer")
+            payment = (await pay(client, bought.buyer, bought.checkout_id, SUCCESS, "k")).json()
+            await asyncio.wait_for(application.state.background.runner.drain(), 20)
+            seen = await client.get(f"/api/v1/payments/{payment['id']}", headers=bought.buyer.auth)
+            assert seen.json()["status"] == "succeeded"
+            assert await checkout_status(ctx, bought.checkout_id) == "paid"
+    finally:
+        await ctx.http.aclose()
+        ctx.http = real_http
+
+
+# --- Stripe, against a local stand-in for its HTTP API ----------------------------------
+
+
+class StripeStandIn:
+    """Enough of Stripe's HTTP API for our calls: PaymentIntents (with Connect fields),
+    confirm, search, refunds, idempotency keys, API-key checks — and the events it would
+    send, signed the way Stripe signs them."""
+
+    api_key = "sk_test_standin"
+    webhook_secret = "whsec_standin"
+    OUTCOMES: ClassVar[dict[str, tuple[str, str | None]]] = {
+        "pm_card_visa": ("succeeded", None),
+        "pm_card_chargeDeclined": ("requires_payment_method", "generic_decline"),
+        "pm_card_chargeDeclinedInsufficientFunds": (
+            "requires_payment_method",
+            "insufficient_funds",
+        ),
+        "pm_card_authenticationRequired": ("requires_action", None),
+    }
+
+    def __init__(self) -> None:
+        self.intents: dict[str, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
+        self.events: list[dict[str, Any]] = []
+        self._replies: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._counter = 0
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                stand_in._serve(self, "GET")
+
+            def do_POST(self) -> None:
+                stand_in._serve(self, "POST")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def calls(self, method: str, path: str) -> list[tuple[dict[str, str], dict[str, str]]]:
+        return [
+            (form, headers) for m, p, form, headers in self.requests if (m, p) == (method, path)
+        ]
+
+    def signed(
+        self, event: dict[str, Any], secret: str | None = None, at: float | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        body = json.dumps(event).encode()
+        timestamp = int(at if at is not None else time.time())
+        mac = hmac.new(
+            (secret or self.webhook_secret).encode(),
+            f"{timestamp}.".encode() + body,
+            hashlib.sha256,
+        ).hexdigest()
+        return body, {
+            "Stripe-Signature": f"t={timestamp},v1={mac}",
+            "Content-Type": "application/json",
+        }
+
+    def _next(self, prefix: str) -> str:
+        self._counter += 1
+        return f"{prefix}_{self._counter:06d}"
+
+    def _emit(self, event_type: str, obj: dict[str, Any]) -> None:
+        self.events.append(
+            {
+                "id": self._next("evt"),
+                "object": "event",
+                "type": event_type,
+                "created": int(time.time()),
+                "data": {"object": copy.deepcopy(obj)},
+            }
+        )
+
+    def _serve(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlsplit(request.path)
+        length = int(request.headers.get("Content-Length") or 0)
+        form = dict(parse_qsl(request.rfile.read(length).decode())) if length else {}
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        with self._lock:
+            self.requests.append((method, url.path, form, headers))
+            key = headers.get("idempotency-key")
+            if headers.get("authorization") != f"Bearer {self.api_key}":
+                status, reply = 401, {"error": {"type": "invalid_request_error"}}
+            elif method == "POST" and key in self._replies:
+                status, reply = self._replies[key or ""]
+            else:
+                status, reply = self._route(method, url.path, form, dict(parse_qsl(url.query)))
+                if method == "POST" and key:
+                    self._replies[key] = (status, reply)
+        payload = json.dumps(reply).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(payload)))
+        request.end_headers()
+        request.wfile.write(payload)
+
+    def _route(
+        self, method: str, path: str, form: dict[str, str], query: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        if (method, path) == ("POST", "/v1/payment_intents"):
+            return self._create(form)
+        if (method, path) == ("GET", "/v1/payment_intents/search"):
+            match = re.fullmatch(r"metadata\['payment_id'\]:'([^']+)'", query.get("query", ""))
+            wanted = match.group(1) if match else None
+            found = [i for i in self.intents.values() if i["metadata"].get("payment_id") == wanted]
+            return 200, {"object": "search_result", "data": found}
+        parts = path.strip("/").split("/")
+        if method == "GET" and len(parts) == 3 and parts[1] == "payment_intents":
+            intent = self.intents.get(parts[2])
+            return (200, intent) if intent else (404, {"error": {"code": "resource_missing"}})
+        if method == "POST" and len(parts) == 4 and parts[3] == "confirm":
+            intent = self.intents[parts[2]]
+            if intent["status"] == "requires_action":
+                intent["status"] = "succeeded"
+                intent["amount_received"] = intent["amount"]
+                self._emit("payment_intent.succeeded", intent)
+            return 200, intent
+        if (method, path) == ("POST", "/v1/refunds"):
+            intent = self.intents[form["payment_intent"]]
+            amount = int(form.get("amount", intent["amount"] - intent["amount_refunded"]))
+            if (
+                intent["status"] != "succeeded"
+                or amount > intent["amount"] - intent["amount_refunded"]
+            ):
+                return 400, {"error": {"type": "invalid_request_error", "code": "amount_too_large"}}
+            intent["amount_refunded"] += amount
+            refund = {
+                "id": self._next("re"),
+                "object": "refund",
+                "amount": amount,
+                "payment_intent": intent["id"],
+                "status": "succeeded",
+            }
+            self._emit("charge.refunded", {"object": "charge", "payment_intent": intent["id"]})
+            return 200, refund
+        return 404, {"error": {"code": "resource_missing"}}
+
+    def _create(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        status, decline = self.OUTCOMES.get(
+            form["payment_method"], ("requires_payment_method", "generic_decline")
+        )
+        intent: dict[str, Any] = {
+            "id": self._next("pi"),
+            "object": "payment_intent",
+            "amount": int(form["amount"]),
+            "amount_received": int(form["amount"]) if status == "succeeded" else 0,
+            "amount_refunded": 0,
+            "currency": form["currency"],
+            "status": status,
+            "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
+            "application_fee_amount": int(form["application_fee_amount"])
+            if "application_fee_amount" in form
+            else None,
+            "transfer_data": {"destination": form["transfer_data[destination]"]}
+            if "transfer_data[destination]" in form
+            else None,
+            "transfer_group": form.get("transfer_group"),
+            "last_payment_error": None,
+        }
+        self.intents[intent["id"]] = intent
+        self._emit("payment_intent.created", intent)
+        if decline is not None:
+            intent["last_payment_error"] = {
+                "type": "card_error",
+                "code": "card_declined",
+                "decline_code": decline,
+            }
+            self._emit("payment_intent.payment_failed", intent)
+            return 402, {
+                "error": {"type": "card_error", "code": "card_declined", "payment_intent": intent}
+            }
+        self._emit(f"payment_intent.{status}", intent)
+        return 200, intent
+
+
+@pytest.fixture
+def stand_in() -> Iterator[StripeStandIn]:
+    server = StripeStandIn()
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class StripeWorld:
+    ctx: AppContext
+    client: httpx.AsyncClient
+    stand_in: StripeStandIn
+
+    async def deliver(self, event: dict[str, Any]) -> httpx.Response:
+        body, headers = self.stand_in.signed(event)
+        return await self.client.post(
+            "/api/v1/payments/webhooks/stripe", content=body, headers=headers
+        )
+
+
+@pytest.fixture
+async def stripe(
+    backend: str, database_urls: dict[str, str], tmp_path: Path, stand_in: StripeStandIn
+) -> AsyncIterator[StripeWorld]:
+    settings = _settings(
+        database_urls[backend],
+        tmp_path,
+        payment_provider="stripe",
+        stripe_secret_key=StripeStandIn.api_key,
+        stripe_webhook_secret=StripeStandIn.webhook_secret,
+        stripe_api_base=stand_in.url,
+    )
+    async with (
+        fresh_context(settings) as context,
+        payments_app(settings, context) as application,
+        client_for(application) as client,
+    ):
+        yield StripeWorld(context, client, stand_in)
+
+
+async def _link_stripe_account(ctx: AppContext, shop_handle: str, account: str) -> None:
+    from craftreel.shop import repository as shop_repo
+
+    async with ctx.uow() as uow:
+        shop = await shop_repo.shop_by_handle(uow.session, shop_handle)
+        assert shop is not None
+        await payments.link_payout_account(uow, shop.id, "stripe", account)
+
+
+async def test_stripe_destination_charge_webhook_then_refund(stripe: StripeWorld) -> None:
+    client, ctx, stand_in = stripe.client, stripe.ctx, stripe.stand_in
+    bought = await purchase(client, "stripeshop", "stripebuyer", quantity=2)
+    await _link_stripe_account(ctx, "stripeshop-studio", "acct_maker1")
+
+    response = await client.post(
+        f"/api/v1/checkouts/{bought.checkout_id}/payments",
+        headers={**bought.buyer.auth, "Idempotency-Key": "s1"},
+        json={"provider": "stripe", "payment_method": "pm_card_visa"},
+    )
+    assert response.status_code == 201, response.text
+    payment = response.json()
+    assert payment["status"] == "processing"
+    [(form, headers)] = stand_in.calls("POST", "/v1/payment_intents")
+    fee = apply_rate(bought.total, FEE_BPS)
+    assert form["amount"] == str(bought.total) and form["currency"] == "gbp"
+    assert form["transfer_data[destination]"] == "acct_maker1"
+    assert form["application_fee_amount"] == str(fee)
+    assert form["metadata[payment_id]"] == payment["id"]
+    assert headers["idempotency-key"] == f"payment-{payment['id']}"
+
+    # Stripe's events, signed with the endpoint's secret, delivered (one of them twice).
+    forged_body, forged_headers = stand_in.signed(stand_in.events[-1], secret="whsec_wrong")
+    forged = await client.post(
+        "/api/v1/payments/webhooks/stripe", content=forged_body, headers=forged_headers
+    )
+    assert forged.status_code == 400
+    stale_body, stale_headers = stand_in.signed(stand_in.events[-1], at=time.time() - 400)
+    stale = await client.post(
+        "/api/v1/payments/webhooks/stripe", content=stale_body, headers=stale_headers
+    )
+    assert stale.status_code == 400
+    assert await checkout_status(ctx, bought.checkout_id) == "open"
+    for event in [*stand_in.events, stand_in.events[-1]]:
+        delivered = await stripe.deliver(event)
+        assert delivered.status_code == 200, delivered.text
+    assert (await stripe.deliver(stand_in.events[-1])).json()["duplicate"] is True
+    assert await checkout_status(ctx, bought.checkout_id) == "paid"
+    assert sorted(await ledger(ctx)) == [("platform_fee", -fee), ("sale", bought.total)]
+
+    refund = await client.post(
+        f"/api/v1/orders/{bought.order_id}/refunds",
+        headers=bought.seller.auth,
+        json={"amount": 500},
+    )
+    assert refund.status_code == 201, refund.text
+    assert refund.json()["status"] == "succeeded"
+    [(refund_form, refund_headers)] = stand_in.calls("POST", "/v1/refunds")
+    assert refund_form == {
+        "payment_intent": stand_in.events[0]["data"]["object"]["id"],
+        "amount": "500",
+        "reverse_transfer": "true",
+        "refund_application_fee": "true",
+    }
+    assert refund_headers["idempotency-key"] == f"refund-{refund.json()['id']}"
+    rows = await ledger(ctx)
+    assert ("refund", -500) in rows
+    assert ("fee_refund", payments.share(fee, 500, bought.total)) in rows
+    # A refund event from Stripe is recorded and changes nothing.
+    assert (await stripe.deliver(stand_in.events[-1])).status_code == 200
+    assert len(await ledger(ctx)) == 4
+
+
+async def test_stripe_declines_and_action_steps(stripe: StripeWorld) -> None:
+    client = stripe.client
+    declined = await purchase(client, "declineshop", "brokebuyer")
+    raw_card = await client.post(
+        f"/api/v1/checkouts/{declined.checkout_id}/payments",
+        headers={**declined.buyer.auth, "Idempotency-Key": "raw"},
+        json={"provider": "stripe", "card_number": "4242424242424242"},
+    )
+    assert raw_card.status_code == 400 and stripe.stand_in.requests == []
+    test_cards_off = await client.post(
+        f"/api/v1/checkouts/{declined.checkout_id}/payments",
+        headers={**declined.buyer.auth, "Idempotency-Key": "tp"},
+        json={"provider": "test", "card_number": "4242424242424242"},
+    )
+    assert test_cards_off.status_code == 400
+    assert test_cards_off.json()["error"]["code"] == "payment_provider_not_available"
+    response = await client.post(
+        f"/api/v1/checkouts/{declined.checkout_id}/payments",
+        headers={**declined.buyer.auth, "Idempotency-Key": "d"},
+        json={"provider": "stripe", "payment_method": "pm_card_chargeDeclinedInsufficientFunds"},
+    )
+    assert response.status_code == 201, response.text
+    assert (response.json()["status"], response.json()["failure_code"]) == (
+        "failed",
+        "insufficient_funds",
+    )
+    # Not a Connect shop: a plain platform charge, no destination or fee sent.
+    [(form, _)] = stripe.stand_in.calls("POST", "/v1/payment_intents")
+    assert "transfer_data[destination]" not in form and "application_fee_amount" not in form
+
+    secure = await purchase(client, "secureshop", "securebuyer")
+    started = await client.post(
+        f"/api/v1/checkouts/{secure.checkout_id}/payments",
+        headers={**secure.buyer.auth, "Idempotency-Key": "a"},
+        json={"provider": "stripe", "payment_method": "pm_card_authenticationRequired"},
+    )
+    assert started.json()["status"] == "requires_action"
+    confirmed = await client.post(
+        f"/api/v1/payments/{started.json()['id']}/confirm", headers=secure.buyer.auth
+    )
+    assert confirmed.json()["status"] == "processing"
+    for event in stripe.stand_in.events:
+        assert (await stripe.deliver(event)).status_code == 200
+    assert await checkout_status(stripe.ctx, secure.checkout_id) == "paid"
+    assert await checkout_status(stripe.ctx, declined.checkout_id) == "open"
+
+
+async def test_stripe_reconcile_finds_a_payment_whose_answer_was_lost(stripe: StripeWorld) -> None:
+    client, ctx = stripe.client, stripe.ctx
+    bought = await purchase(client, "lostshop", "lostbuyer")
+    me = (await client.get("/api/v1/me", headers=bought.buyer.auth)).json()
+    payment_id = await payments.begin_payment(
+        ctx,
+        UUID(me["id"]),
+        UUID(bought.checkout_id),
+        "stripe",
+        payments.PaymentCreate(provider="stripe", payment_method="pm_card_visa"),
+        "lost",
+    )
+    # Stripe charges the card, but its answer (and its webhooks) never reach us.
+    await payments.providers(ctx)["stripe"].create_payment(
+        payments.PaymentRequest(
+            payment_id=payment_id,
+            checkout_id=UUID(bought.checkout_id),
+            amount=bought.total,
+            currency="GBP",
+            payment_method="pm_card_visa",
+        )
+    )
+    await make_due(ctx, payments.RECONCILE_PAYMENT)
+    await run_jobs(ctx)
+    assert await checkout_status(ctx, bought.checkout_id) == "paid"
+    assert len(await ledger(ctx)) == 2
+    # The webhook turns up late: nothing more happens.
+    for event in stripe.stand_in.events:
+        assert (await stripe.deliver(event)).status_code == 200
+    assert len(await ledger(ctx)) == 2
