@@ -1304,3 +1304,20 @@ async def test_stripe_reconcile_finds_a_payment_whose_answer_was_lost(stripe: St
     for event in stripe.stand_in.events:
         assert (await stripe.deliver(event)).status_code == 200
     assert len(await ledger(ctx)) == 2
+
+
+async def test_cancel_route_refunds_and_returns_stock(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    bought = await paid_purchase(api, ctx, "routeshop", "routebuyer", quantity=1)
+    stranger = await sign_up(api, "routestranger")
+    refused = await api.post(f"/api/v1/orders/{bought.order_id}/cancel", headers=stranger.auth)
+    assert refused.status_code == 404
+    cancelled = await api.post(
+        f"/api/v1/orders/{bought.order_id}/cancel", headers=bought.buyer.auth
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["amount"] == bought.total
+    assert await order_statuses(ctx, bought.checkout_id) == ["cancelled"]
+    again = await api.post(f"/api/v1/orders/{bought.order_id}/cancel", headers=bought.buyer.auth)
+    assert again.status_code == 409

@@ -6,10 +6,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from craftreel.accounts.deps import ApiUser
+from craftreel.accounts.deps import ApiOrWebUser, ApiUser
 from craftreel.core.pagination import Page
 from craftreel.deps import Ctx, Uow
-from craftreel.shop import orders
+from craftreel.shop import orders, payments
 from craftreel.shop.models import OrderStatus
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
@@ -52,6 +52,12 @@ async def ship(
 ) -> orders.OrderSummary:
     """Mark a paid order shipped (seller only); the buyer gets the tracking number by email."""
     return await orders.ship(ctx, uow, user, order_id, body)
+
+
+@router.post("/orders/{order_id}/cancel")
+async def cancel(order_id: UUID, user: ApiOrWebUser, ctx: Ctx) -> payments.RefundOut | None:
+    """Cancel a paid order before it ships (buyer or seller): stock back, payment refunded."""
+    return await payments.cancel_order(ctx, user, order_id)
 
 
 @router.post("/orders/{order_id}/delivered")
