@@ -117,6 +117,14 @@ async def test_killed_worker_leaves_one_result_and_no_partial_files(
 
         second = start_worker(settings, jobs_backend, redis_url)
         done = await _wait_for(ctx, media_id, lambda m: m.status == MediaStatus.READY, 120)
+        # The job row is marked done just after the media row turns ready.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            async with ctx.sessions() as session:
+                statuses = (await session.scalars(select(Job.status))).all()
+            if statuses == [JobStatus.DONE]:
+                break
+            await asyncio.sleep(0.1)
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
