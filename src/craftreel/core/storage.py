@@ -143,6 +143,13 @@ def sign_scope(secret: bytes, scope: str, expires: int) -> str:
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
+def app_signed_url(secret: bytes, key: str, ttl_seconds: int, prefix: str = "/media/") -> str:
+    """A short-lived URL the app itself serves (on S3 it hands out presigned URLs from there)."""
+    expires = int(time.time()) + ttl_seconds
+    signature = sign_scope(secret, signed_scope(key), expires)
+    return f"{prefix}_s/{expires}/{signature}/{quote(key)}"
+
+
 def verify_scope(secret: bytes, key: str, expires: int, signature: str) -> bool:
     if expires < int(time.time()):
         return False
@@ -225,9 +232,7 @@ class LocalStorage:
         return self.url_prefix + quote(check_key(key))
 
     def signed_url(self, key: str, ttl_seconds: int) -> str:
-        expires = int(time.time()) + ttl_seconds
-        signature = sign_scope(self.secret, signed_scope(key), expires)
-        return f"{self.url_prefix}_s/{expires}/{signature}/{quote(key)}"
+        return app_signed_url(self.secret, key, ttl_seconds, self.url_prefix)
 
     # Multipart on local disk: parts are files in a hidden folder, joined by streaming.
     def _parts_dir(self, key: str, upload_id: str) -> Path:
@@ -324,6 +329,11 @@ class S3Storage:
         await self._call(
             self.client.download_file, Bucket=self.bucket, Key=check_key(key), Filename=str(path)
         )
+
+    async def read(self, key: str) -> bytes:
+        """A small object's bytes (playlists)."""
+        result = await self._call(self.client.get_object, Bucket=self.bucket, Key=check_key(key))
+        return await asyncio.to_thread(result["Body"].read)
 
     async def fetch(self, key: str, folder: Path) -> Path:
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)

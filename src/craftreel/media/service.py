@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 from craftreel.accounts.models import User
 from craftreel.context import AppContext
 from craftreel.core.db import UnitOfWork
+from craftreel.core.storage import S3Storage, app_signed_url
 from craftreel.media import schemas
 from craftreel.media.models import MediaObject
 from craftreel.media.uploads import UploadNotFound
@@ -21,10 +23,17 @@ class MediaNotFound(UploadNotFound):
 
 
 def media_url(ctx: AppContext, media: MediaObject, key: str) -> str:
-    """Public media gets a cacheable URL; private media a short-lived signed one."""
+    """Public media gets a cacheable URL; private media a short-lived signed one.
+
+    Both are the app's own URLs (``/media/...``) unless public media on S3 has a CDN or public
+    bucket to point at: an HLS playlist's segments are relative URLs, and only a URL that
+    carries its signature in the path (not per-object presigning) lets them resolve."""
+    storage = ctx.storage
+    if media.is_public and isinstance(storage, S3Storage) and storage.public_base_url:
+        return storage.public_url(key)
     if media.is_public:
-        return ctx.storage.public_url(key)
-    return ctx.storage.signed_url(key, ctx.settings.private_url_seconds)
+        return "/media/" + quote(key)
+    return app_signed_url(ctx.settings.signing_key, key, ctx.settings.private_url_seconds)
 
 
 def _asset(ctx: AppContext, media: MediaObject, name: str) -> str | None:

@@ -7,10 +7,16 @@ import time
 from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 from craftreel.core.errors import NotFound
-from craftreel.core.storage import SAFE_INLINE, LocalStorage, content_type_for, verify_scope
+from craftreel.core.storage import (
+    SAFE_INLINE,
+    LocalStorage,
+    S3Storage,
+    content_type_for,
+    verify_scope,
+)
 from craftreel.deps import Ctx
 from craftreel.media.models import MediaObject
 
@@ -59,13 +65,15 @@ def _media_id(key: str) -> UUID | None:
 
 async def _serve(request: Request, ctx: Ctx, key: str, signed: bool) -> Response:
     storage = ctx.storage
-    if not isinstance(storage, LocalStorage):
-        raise NotFound()
     # The original upload keeps the maker's metadata: it is never served.
     if key.endswith("/source") or key.startswith(".") or "/." in key:
         raise NotFound()
     media_id = _media_id(key)
     if not signed and media_id is not None and not await _public.is_public(ctx, media_id):
+        raise NotFound()
+    if isinstance(storage, S3Storage):
+        return await _from_s3(ctx, storage, key, signed)
+    if not isinstance(storage, LocalStorage):
         raise NotFound()
     try:
         path = storage.path(key)
@@ -94,6 +102,24 @@ async def _serve(request: Request, ctx: Ctx, key: str, signed: bool) -> Response
         headers["Content-Disposition"] = "attachment"
         content_type = "application/octet-stream"
     return FileResponse(path, media_type=content_type, headers=headers, stat_result=None)
+
+
+async def _from_s3(ctx: Ctx, storage: S3Storage, key: str, signed: bool) -> Response:
+    """On S3 the store serves the bytes: playlists pass through the app (so their relative
+    segment URLs come back here, under the same signed path), everything else is a redirect
+    to a short-lived presigned URL."""
+    from botocore.exceptions import ClientError
+
+    ttl = ctx.settings.private_url_seconds
+    headers = {"Content-Security-Policy": MEDIA_CSP, "Cache-Control": "no-cache"}
+    if key.endswith(".m3u8"):
+        try:
+            body = await storage.read(key)
+        except ClientError as exc:
+            raise NotFound() from exc
+        return Response(body, media_type=content_type_for(key), headers=headers)
+    headers["Cache-Control"] = f"private, max-age={max(1, ttl // 2)}"
+    return RedirectResponse(storage.signed_url(key, ttl), status_code=307, headers=headers)
 
 
 @router.get("/media/_s/{expires}/{signature}/{key:path}")
