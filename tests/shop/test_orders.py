@@ -6,41 +6,26 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-from sqlalchemy import update
 
 from craftreel.context import AppContext
-from craftreel.shop.models import Checkout, Order
 from tests.conftest import Outbox
 from tests.factories import Person, sign_up
-from tests.shop.test_checkout import checkout, seller_with_listing
+from tests.shop.test_checkout import seller_with_listing
+from tests.shop.test_payments import api, paid_purchase
 
 
 async def paid_order(
     client: httpx.AsyncClient, ctx: AppContext, seller_handle: str, buyer_handle: str
 ) -> tuple[Person, Person, dict[str, Any]]:
-    """A checkout whose payment succeeded. (Payments mark orders paid; until this test uses
-    the payment flow, it sets the state the payment would leave.)"""
-    seller, listing = await seller_with_listing(client, seller_handle)
-    buyer = await sign_up(client, buyer_handle)
-    await client.post(
-        "/api/v1/cart/lines",
-        headers=buyer.auth,
-        json={"variant_id": listing["variants"][0]["id"], "quantity": 2},
-    )
-    body = (await checkout(client, buyer, f"k-{buyer_handle}")).json()
-    async with ctx.uow() as uow:
-        await uow.session.execute(
-            update(Checkout).where(Checkout.id == UUID(body["id"])).values(status="paid")
-        )
-        await uow.session.execute(
-            update(Order).where(Order.checkout_id == UUID(body["id"])).values(status="paid")
-        )
-    return seller, buyer, body["orders"][0]
+    """A checkout paid with the test card, its webhook handled: the order is paid."""
+    bought = await paid_purchase(client, ctx, seller_handle, buyer_handle, quantity=2)
+    return bought.seller, bought.buyer, bought.checkout["orders"][0]
 
 
 async def test_seller_ships_buyer_receives_and_reviews(
-    client: httpx.AsyncClient, ctx: AppContext, outbox: Outbox
+    api: httpx.AsyncClient, ctx: AppContext, outbox: Outbox
 ) -> None:
+    client = api
     seller, buyer, order = await paid_order(client, ctx, "shipper", "receiver")
     dash = (await client.get("/api/v1/shops/mine/dashboard", headers=seller.auth)).json()
     assert (dash["to_ship"], dash["revenue"]) == (1, {"GBP": order["total"]})
@@ -113,8 +98,9 @@ async def _line_id(ctx: AppContext, order_id: str) -> str:
 
 
 async def test_people_only_see_and_touch_their_own_orders(
-    client: httpx.AsyncClient, ctx: AppContext
+    api: httpx.AsyncClient, ctx: AppContext
 ) -> None:
+    client = api
     seller, buyer, order = await paid_order(client, ctx, "privateshop", "privatebuyer")
     other_seller, _ = await seller_with_listing(client, "othershop")
     stranger = await sign_up(client, "nosy")
@@ -138,3 +124,6 @@ async def test_people_only_see_and_touch_their_own_orders(
     )
     assert nosy_review.status_code == 404
     _ = seller
+
+
+__all__ = ["api"]  # the fixture, imported for these tests
