@@ -391,15 +391,9 @@ async def _checkout(
     )
     uow.session.add(checkout)
     await uow.session.flush()
-    # Take stock in one fixed order (by variant id) so concurrent checkouts cannot deadlock.
-    for line, variant, listing, _ in sorted(rows, key=lambda r: r[1].id):
+    for _, variant, listing, _ in rows:
         if listing.status != ListingStatus.ACTIVE:
             raise NotForSale(variant_id=str(variant.id))
-        if not await repo.take_stock(uow.session, variant.id, line.quantity):
-            raise OutOfStock(variant_id=str(variant.id), title=listing.title)
-        uow.session.add(
-            Reservation(checkout_id=checkout.id, variant_id=variant.id, quantity=line.quantity)
-        )
     rate = tax_rate(ctx, country)
     by_shop: dict[UUID, list[tuple[CartLine, Variant, Listing, Shop]]] = defaultdict(list)
     for row in rows:
@@ -438,6 +432,14 @@ async def _checkout(
         checkout.total += order.total
     await repo.clear_cart(uow.session, buyer.id)
     await uow.session.flush()
+    # Take stock last, so the stock rows stay locked only from here to the commit, and in one
+    # fixed order (by variant id) so concurrent checkouts cannot deadlock.
+    for line, variant, listing, _ in sorted(rows, key=lambda r: r[1].id):
+        if not await repo.take_stock(uow.session, variant.id, line.quantity):
+            raise OutOfStock(variant_id=str(variant.id), title=listing.title)
+        uow.session.add(
+            Reservation(checkout_id=checkout.id, variant_id=variant.id, quantity=line.quantity)
+        )
     ctx.jobs.enqueue(
         uow,
         "shop.expire_checkout",
