@@ -251,6 +251,21 @@ def page(
     return response
 
 
+def notice(
+    request: Request,
+    heading: str,
+    body: str,
+    actions: list[tuple[str, str]],
+    icon_name: str = "check-circle",
+    toast: str | None = None,
+) -> HTMLResponse:
+    """A one-message page (an outcome the person should read), with what to do next."""
+    if toast:
+        request.state.toasts = [("success", toast)]
+    context = {"heading": heading, "body": body, "icon_name": icon_name, "actions": actions}
+    return page(request, "accounts/notice.html", context)
+
+
 def _cookie_path(url: str) -> str:
     path = urlsplit(url).path or "/"
     return path if re.fullmatch(r"/[A-Za-z0-9/_.@~-]*", path) else "/"
@@ -510,18 +525,14 @@ async def verify(
         user = await service.verify_email(ctx, uow, token)
     except DomainError as exc:
         raise _link_failed(request, exc, "verify", viewer) from exc
-    request.state.toasts = [("success", "Your email is confirmed.")]
-    return page(
+    return notice(
         request,
-        "accounts/notice.html",
-        {
-            "heading": "Your email is confirmed",
-            "body": f"Thanks — {user.email} is confirmed for @{user.handle}.",
-            "icon_name": "check-circle",
-            "actions": [("Finish your profile", "/settings/profile"), ("Go home", "/")]
-            if viewer
-            else [("Sign in and finish your profile", "/signin?next=/settings/profile")],
-        },
+        "Your email is confirmed",
+        f"Thanks — {user.email} is confirmed for @{user.handle}.",
+        [("Finish your profile", "/settings/profile"), ("Go home", "/")]
+        if viewer
+        else [("Sign in and finish your profile", "/signin?next=/settings/profile")],
+        toast="Your email is confirmed.",
     )
 
 
@@ -603,18 +614,12 @@ async def confirm_email_change(
         user = await service.confirm_email_change(ctx, uow, token)
     except DomainError as exc:
         raise _link_failed(request, exc, "email_change", viewer) from exc
-    request.state.toasts = [("success", "Your email is changed.")]
-    return page(
+    return notice(
         request,
-        "accounts/notice.html",
-        {
-            "heading": "Your email is changed",
-            "body": f"@{user.handle} now uses {user.email} to sign in and for mail from us.",
-            "icon_name": "check-circle",
-            "actions": [("Account settings", "/settings/account")]
-            if viewer
-            else [("Sign in", "/signin")],
-        },
+        "Your email is changed",
+        f"@{user.handle} now uses {user.email} to sign in and for mail from us.",
+        [("Account settings", "/settings/account")] if viewer else [("Sign in", "/signin")],
+        toast="Your email is changed.",
     )
 
 
@@ -1239,16 +1244,13 @@ async def delete_account(
         context = _account_context(ctx, identity, "delete", {"confirm_handle": confirm_handle})
         raise reject(request, "accounts/settings_account.html", exc, context) from exc
     request.state.user = None
-    response = page(
+    response = notice(
         request,
-        "accounts/notice.html",
-        {
-            "heading": "Your account is deleted",
-            "body": "Your profile, email and sign-ins are gone, and every device is signed "
-            "out. Thanks for the time you spent on Craftreel.",
-            "icon_name": "spool",
-            "actions": [("Go home", "/")],
-        },
+        "Your account is deleted",
+        "Your profile, email and sign-ins are gone, and every device is signed out. "
+        "Thanks for the time you spent on Craftreel.",
+        [("Go home", "/")],
+        icon_name="spool",
     )
     clear_session_cookie(request, response)
     return response
