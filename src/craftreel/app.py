@@ -27,6 +27,7 @@ from craftreel.core.web import CSRF_COOKIE, PACKAGE_DIR, build_templates, render
 from craftreel.media import api as media_api
 from craftreel.media import serving as media_serving
 from craftreel.media import views as media_views
+from craftreel.posts import api as posts_api
 from craftreel.runtime import start_background
 from craftreel.shop import api as shop_api
 from craftreel.shop import orders_api, payments_api
@@ -210,6 +211,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(media_api.router)
     app.include_router(media_serving.router)
     app.include_router(media_views.router)
+    app.include_router(posts_api.router)
     app.include_router(shop_api.router)
     app.include_router(orders_api.router)
     app.include_router(payments_api.router)

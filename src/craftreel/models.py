@@ -3,6 +3,7 @@
 from craftreel.accounts import models as accounts_models
 from craftreel.core import idempotency, jobs, outbox
 from craftreel.media import models as media_models
+from craftreel.posts import models as posts_models
 from craftreel.shop import models as shop_models
 from craftreel.shop import payments as shop_payments
 
@@ -12,6 +13,7 @@ __all__ = [
     "jobs",
     "media_models",
     "outbox",
+    "posts_models",
     "shop_models",
     "shop_payments",
 ]

@@ -18,10 +18,12 @@ log = logging.getLogger(__name__)
 def register_job_handlers(ctx: AppContext) -> None:
     """Every feature's job handlers, by kind."""
     from craftreel.media import tasks as media_tasks
+    from craftreel.posts import tasks as posts_tasks
     from craftreel.shop import payments_tasks
     from craftreel.shop import tasks as shop_tasks
 
     media_tasks.register(ctx)
+    posts_tasks.register(ctx)
     shop_tasks.register(ctx)
     payments_tasks.register(ctx)
 

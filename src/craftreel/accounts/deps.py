@@ -89,10 +89,20 @@ async def api_or_web_user(request: Request, ctx: Ctx) -> User:
     return identity.user
 
 
+async def api_or_web_optional_user(request: Request, ctx: Ctx, uow: Uow) -> User | None:
+    """For reads the web app's scripts make: a bearer token or the session cookie, or no one.
+    (Reads change nothing, so no CSRF check.)"""
+    identity = await _bearer_identity(request, ctx, uow)
+    if identity is None:
+        identity = await web_optional_identity(request, ctx, uow)
+    return identity.user if identity else None
+
+
 ApiIdentity = Annotated[Identity, Depends(api_identity, scope="function")]
 ApiUser = Annotated[User, Depends(api_user, scope="function")]
 ApiOptionalUser = Annotated[User | None, Depends(api_optional_user, scope="function")]
 ApiOrWebUser = Annotated[User, Depends(api_or_web_user)]
+ApiOrWebOptionalUser = Annotated[User | None, Depends(api_or_web_optional_user, scope="function")]
 WebIdentity = Annotated[Identity, Depends(web_identity, scope="function")]
 WebOptionalIdentity = Annotated[Identity | None, Depends(web_optional_identity, scope="function")]
 ClientInfo = Annotated[Client, Depends(client_of)]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -211,6 +212,22 @@ def blocked_either_way(user_id: UUID):  # type: ignore[no-untyped-def]
         select(Block.blocked_id)
         .where(Block.blocker_id == user_id)
         .union(select(Block.blocker_id).where(Block.blocked_id == user_id))
+    )
+
+
+def active_follow_exists(follower_id: UUID, followee_col: Any) -> Any:
+    """SQL: ``follower_id`` follows the person in ``followee_col`` (approved)."""
+    return exists().where(
+        Follow.follower_id == follower_id,
+        Follow.followee_id == followee_col,
+        Follow.status == FollowStatus.ACTIVE,
+    )
+
+
+def followee_ids(follower_id: UUID) -> Any:
+    """A subquery of the ids ``follower_id`` follows (approved)."""
+    return select(Follow.followee_id).where(
+        Follow.follower_id == follower_id, Follow.status == FollowStatus.ACTIVE
     )
 
 

@@ -1016,3 +1016,26 @@ async def create_admin(
     uow.session.add(user)
     await uow.session.flush()
     return user
+
+
+# --- for other features' queries (posts, feeds, search) -------------------------------
+
+
+def follows_clause(viewer_id: UUID, person_id: Any) -> Any:
+    """SQL: ``viewer_id`` follows (approved) the person in column ``person_id``."""
+    return repo.active_follow_exists(viewer_id, person_id)
+
+
+def not_blocked_clause(viewer_id: UUID, person_id: Any) -> Any:
+    """SQL: neither ``viewer_id`` nor the person in column ``person_id`` blocked the other."""
+    return person_id.not_in(repo.blocked_either_way(viewer_id))
+
+
+def followee_ids_query(viewer_id: UUID) -> Any:
+    """SQL subquery: ids of the people ``viewer_id`` follows (approved)."""
+    return repo.followee_ids(viewer_id)
+
+
+def visible_people_clause(user_cls: Any = User) -> Any:
+    """SQL: the account still exists."""
+    return user_cls.deleted_at.is_(None)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from craftreel.context import AppContext
 from craftreel.core.clock import utcnow
@@ -34,7 +34,11 @@ def register(ctx: AppContext) -> None:
     async def process(run: JobRun) -> None:
         await process_media(ctx, run)
 
+    async def delete(run: JobRun) -> None:
+        await delete_media(ctx, UUID(str(run.payload["media_id"])))
+
     ctx.jobs.register("media.process", process)
+    ctx.jobs.register("media.delete", delete)
 
 
 class Attempt:
@@ -51,6 +55,9 @@ class Attempt:
     async def update(self, **values: Any) -> None:
         """Write to the media row, only if this attempt still owns it."""
         await self.run.still_mine()
+        settles = (values.get("playable") is True and not self.media.playable) or values.get(
+            "status"
+        ) == MediaStatus.FAILED
         async with self.ctx.uow() as uow:
             result = await uow.session.execute(
                 update(MediaObject)
@@ -63,6 +70,10 @@ class Attempt:
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 raise LookupError("the media object moved on without this attempt")
+            if settles:
+                # Whatever waits for this media (a post to publish when ready) hears of it
+                # in the same transaction that makes it playable or failed.
+                self.ctx.jobs.enqueue(uow, "media.settled", {"media_id": str(self.media.id)})
         for name, value in values.items():
             setattr(self.media, name, value)
 
@@ -213,6 +224,20 @@ async def _image(attempt: Attempt, source: Path, limits: Limits) -> None:
         playable=True,
         assets={"variants": variants, "blurhash": result.blurhash, "poster": largest},
     )
+
+
+async def delete_media(ctx: AppContext, media_id: UUID) -> None:
+    """Remove a media object no longer used (its post was deleted): files first, then the
+    row, so a crash in between only leaves a row the next attempt removes."""
+    async with ctx.sessions() as session:
+        media = await session.get(MediaObject, media_id)
+    if media is None:
+        return
+    await uploads.discard_upload(ctx, media)
+    await ctx.storage.delete_prefix(f"media/{media_id}")
+    async with ctx.uow() as uow:
+        await uow.session.execute(delete(MediaObject).where(MediaObject.id == media_id))
+    log.info("media deleted", extra={"media_id": str(media_id)})
 
 
 async def sweep_uploads(ctx: AppContext) -> int:

@@ -434,6 +434,15 @@ async def _discard(ctx: AppContext, media: MediaObject, files: UploadFiles, keep
     await asyncio.to_thread(shutil.rmtree, files.folder, True)
 
 
+async def discard_upload(ctx: AppContext, media: MediaObject) -> None:
+    """Remove whatever an unfinished upload of ``media`` holds (spool, parts, multipart)."""
+    if media.status != MediaStatus.UPLOADING:
+        return
+    files = files_for(ctx, media.id)
+    with exclusive(files):
+        await _discard(ctx, media, files, keep_row=False)
+
+
 async def expire(ctx: AppContext, now: datetime | None = None) -> int:
     """Remove uploads that lapsed, with their bytes (spool, parts, multipart in storage)."""
     now = now or utcnow()

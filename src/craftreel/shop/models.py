@@ -88,8 +88,49 @@ class Listing(Base):
     kind: Mapped[str] = mapped_column(String(16), default=ListingKind.PHYSICAL)
     lead_time_days: Mapped[int | None]
     status: Mapped[str] = mapped_column(String(10), default=ListingStatus.DRAFT)
+    # Photos: media object ids (images through the media pipeline), in order.
+    photo_media_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # A digital listing's file: a private storage key, served only by a signed link to buyers.
+    digital_file_key: Mapped[str | None] = mapped_column(String(200))
+    digital_file_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PostProductTag(Base):
+    """A listing shown in a post while a time range plays (or for a whole chapter).
+
+    ``end_s`` None means "to the end of the video"; a chapter tag copies the chapter's range
+    when it is made, so the player needs only the times."""
+
+    __tablename__ = "post_product_tags"
+    __table_args__ = (Index("ix_post_product_tags_post_id_start_s", "post_id", "start_s"),)
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    post_id: Mapped[UUID] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
+    listing_id: Mapped[UUID] = mapped_column(
+        ForeignKey("listings.id", ondelete="CASCADE"), index=True
+    )
+    start_s: Mapped[float] = mapped_column(default=0.0)
+    end_s: Mapped[float | None]
+    chapter_index: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KitItem(Base):
+    """Get the kit: one of a post's materials linked to a listing variant."""
+
+    __tablename__ = "kit_items"
+
+    post_id: Mapped[UUID] = mapped_column(
+        ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True
+    )
+    material_index: Mapped[int] = mapped_column(primary_key=True)
+    listing_id: Mapped[UUID] = mapped_column(
+        ForeignKey("listings.id", ondelete="CASCADE"), index=True
+    )
+    variant_id: Mapped[UUID | None] = mapped_column(ForeignKey("variants.id", ondelete="SET NULL"))
+    quantity: Mapped[int] = mapped_column(default=1)
 
 
 class Variant(Base):

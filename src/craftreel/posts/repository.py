@@ -1,0 +1,243 @@
+"""All posts SQL: who may see a post, and the reads and writes of posts and their parts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from craftreel.accounts import service as accounts
+from craftreel.accounts.models import User
+from craftreel.media.models import MediaObject
+from craftreel.posts.models import (
+    Post,
+    PostHashtag,
+    PostLike,
+    PostMedia,
+    PostMention,
+    PostSave,
+    PostStatus,
+    Visibility,
+)
+
+
+def visible_to(viewer_id: UUID | None, *, listed: bool) -> Any:
+    """SQL: published posts ``viewer_id`` (None: anonymous) may see, for a query that joins
+    ``User`` as the post's author.
+
+    ``listed`` is for feeds, search and profile grids, where unlisted posts never show; a
+    direct link (``listed=False``) opens an unlisted post. A private account's public posts
+    are for its approved followers; blocks either way hide everything; a deleted author's
+    posts are gone. An author sees all of their own published posts.
+    """
+    open_to_all = [Visibility.PUBLIC] if listed else [Visibility.PUBLIC, Visibility.UNLISTED]
+    published = and_(Post.status == PostStatus.PUBLISHED, accounts.visible_people_clause(User))
+    if viewer_id is None:
+        return and_(published, Post.visibility.in_(open_to_all), User.is_private.is_(False))
+    follows = accounts.follows_clause(viewer_id, Post.author_id)
+    return and_(
+        published,
+        or_(
+            Post.author_id == viewer_id,
+            and_(
+                accounts.not_blocked_clause(viewer_id, Post.author_id),
+                or_(
+                    and_(
+                        Post.visibility.in_(open_to_all), or_(User.is_private.is_(False), follows)
+                    ),
+                    and_(Post.visibility == Visibility.FOLLOWERS, follows),
+                ),
+            ),
+        ),
+    )
+
+
+def visible_posts(viewer_id: UUID | None, *, listed: bool) -> Any:
+    """``select(Post)`` joined to its author and filtered by :func:`visible_to`."""
+    return (
+        select(Post)
+        .join(User, User.id == Post.author_id)
+        .where(visible_to(viewer_id, listed=listed))
+    )
+
+
+async def visible_post(session: AsyncSession, viewer_id: UUID | None, post_id: UUID) -> Post | None:
+    """The post behind a direct link, if ``viewer_id`` may see it."""
+    return (
+        await session.scalars(visible_posts(viewer_id, listed=False).where(Post.id == post_id))
+    ).first()
+
+
+async def own_post(
+    session: AsyncSession, author_id: UUID, post_id: UUID, *, lock: bool = False
+) -> Post | None:
+    query = select(Post).where(Post.id == post_id, Post.author_id == author_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.scalars(query)).first()
+
+
+async def drafts(
+    session: AsyncSession, author_id: UUID, after: tuple[datetime, UUID] | None, limit: int
+) -> Sequence[Post]:
+    """An author's unpublished posts (drafts, waiting, scheduled), last edited first."""
+    query = select(Post).where(Post.author_id == author_id, Post.status != PostStatus.PUBLISHED)
+    if after is not None:
+        query = query.where(
+            or_(
+                Post.updated_at < after[0],
+                and_(Post.updated_at == after[0], Post.id < after[1]),
+            )
+        )
+    rows = await session.scalars(
+        query.order_by(Post.updated_at.desc(), Post.id.desc()).limit(limit + 1)
+    )
+    return rows.all()
+
+
+async def media_for_posts(
+    session: AsyncSession, post_ids: Sequence[UUID]
+) -> dict[UUID, list[MediaObject]]:
+    """Each post's media objects in order (one query)."""
+    out: dict[UUID, list[MediaObject]] = {pid: [] for pid in post_ids}
+    if not post_ids:
+        return out
+    rows = await session.execute(
+        select(PostMedia.post_id, MediaObject)
+        .join(MediaObject, MediaObject.id == PostMedia.media_id)
+        .where(PostMedia.post_id.in_(post_ids))
+        .order_by(PostMedia.post_id, PostMedia.position)
+    )
+    for post_id, media in rows.all():
+        out[post_id].append(media)
+    return out
+
+
+async def authors(session: AsyncSession, user_ids: set[UUID]) -> dict[UUID, User]:
+    if not user_ids:
+        return {}
+    rows = await session.scalars(select(User).where(User.id.in_(user_ids)))
+    return {u.id: u for u in rows.all()}
+
+
+async def liked_and_saved(
+    session: AsyncSession, viewer_id: UUID, post_ids: Sequence[UUID]
+) -> tuple[set[UUID], set[UUID]]:
+    """Which of ``post_ids`` the viewer liked, and which they saved (two queries)."""
+    if not post_ids:
+        return set(), set()
+    liked = await session.scalars(
+        select(PostLike.post_id).where(
+            PostLike.user_id == viewer_id, PostLike.post_id.in_(post_ids)
+        )
+    )
+    saved = await session.scalars(
+        select(PostSave.post_id).where(
+            PostSave.user_id == viewer_id, PostSave.post_id.in_(post_ids)
+        )
+    )
+    return set(liked.all()), set(saved.all())
+
+
+async def media_owned_by(
+    session: AsyncSession, owner_id: UUID, media_ids: Sequence[UUID]
+) -> list[MediaObject]:
+    rows = await session.scalars(
+        select(MediaObject).where(MediaObject.id.in_(media_ids), MediaObject.owner_id == owner_id)
+    )
+    return list(rows.all())
+
+
+async def media_in_posts(session: AsyncSession, media_ids: Sequence[UUID]) -> set[UUID]:
+    rows = await session.scalars(
+        select(PostMedia.media_id).where(PostMedia.media_id.in_(media_ids))
+    )
+    return set(rows.all())
+
+
+async def set_media_public(session: AsyncSession, post_id: UUID, public: bool) -> None:
+    """Public and unlisted posts' media is served publicly (cacheable); others' signed."""
+    await session.execute(
+        update(MediaObject)
+        .where(MediaObject.id.in_(select(PostMedia.media_id).where(PostMedia.post_id == post_id)))
+        .values(is_public=public)
+    )
+
+
+async def replace_tags(
+    session: AsyncSession,
+    post: Post,
+    tags: list[str],
+    mentioned_handles: list[str],
+) -> None:
+    """Rewrite a post's hashtag and mention rows from its caption."""
+    await session.execute(delete(PostHashtag).where(PostHashtag.post_id == post.id))
+    await session.execute(delete(PostMention).where(PostMention.post_id == post.id))
+    for tag in tags:
+        session.add(PostHashtag(post_id=post.id, tag=tag, published_at=post.published_at))
+    if mentioned_handles:
+        found = await session.scalars(
+            select(User.id).where(
+                User.handle_normalized.in_(mentioned_handles), User.deleted_at.is_(None)
+            )
+        )
+        for user_id in found.all():
+            session.add(PostMention(post_id=post.id, user_id=user_id))
+
+
+async def stamp_tags_published(session: AsyncSession, post_id: UUID, at: datetime | None) -> None:
+    await session.execute(
+        update(PostHashtag).where(PostHashtag.post_id == post_id).values(published_at=at)
+    )
+
+
+async def mark_published(
+    session: AsyncSession,
+    post_id: UUID,
+    from_status: str,
+    now: datetime,
+    score: float,
+    scheduled_for: datetime | None = None,
+) -> bool:
+    """Publish if the post is still in ``from_status`` (and, for a schedule, still due at the
+    same time): the conditional update makes a publish happen exactly once."""
+    condition = [Post.id == post_id, Post.status == from_status]
+    if scheduled_for is not None:
+        condition.append(Post.scheduled_at == scheduled_for)
+    result = await session.execute(
+        update(Post)
+        .where(*condition)
+        .values(
+            status=PostStatus.PUBLISHED,
+            published_at=now,
+            scheduled_at=None,
+            publish_error=None,
+            rank_score=score,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def waiting_posts_for_media(session: AsyncSession, media_id: UUID) -> Sequence[Post]:
+    rows = await session.scalars(
+        select(Post)
+        .join(PostMedia, PostMedia.post_id == Post.id)
+        .where(PostMedia.media_id == media_id, Post.status == PostStatus.WAITING)
+    )
+    return rows.all()
+
+
+async def post_media_ids(session: AsyncSession, post_id: UUID) -> list[UUID]:
+    rows = await session.scalars(
+        select(PostMedia.media_id).where(PostMedia.post_id == post_id).order_by(PostMedia.position)
+    )
+    return list(rows.all())
+
+
+async def delete_post(session: AsyncSession, post_id: UUID) -> None:
+    await session.execute(delete(Post).where(Post.id == post_id))
