@@ -31,6 +31,7 @@ from craftreel.posts import api as posts_api
 from craftreel.runtime import start_background
 from craftreel.shop import api as shop_api
 from craftreel.shop import orders_api, payments_api
+from craftreel.shop import tags_api as shop_tags_api
 from craftreel.web import views as web_views
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(media_serving.router)
     app.include_router(media_views.router)
     app.include_router(posts_api.router)
+    app.include_router(shop_tags_api.router)
     app.include_router(shop_api.router)
     app.include_router(orders_api.router)
     app.include_router(payments_api.router)

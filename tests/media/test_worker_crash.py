@@ -121,7 +121,9 @@ async def test_killed_worker_leaves_one_result_and_no_partial_files(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             async with ctx.sessions() as session:
-                statuses = (await session.scalars(select(Job.status))).all()
+                statuses = (
+                    await session.scalars(select(Job.status).where(Job.kind == "media.process"))
+                ).all()
             if statuses == [JobStatus.DONE]:
                 break
             await asyncio.sleep(0.1)
@@ -143,5 +145,5 @@ async def test_killed_worker_leaves_one_result_and_no_partial_files(
     for rendition in done.renditions:
         assert (settings.media_dir / rendition["playlist"]).is_file()
     async with ctx.sessions() as session:
-        jobs = (await session.scalars(select(Job))).all()
+        jobs = (await session.scalars(select(Job).where(Job.kind == "media.process"))).all()
     assert [(j.status, j.attempts) for j in jobs] == [(JobStatus.DONE, 2)]

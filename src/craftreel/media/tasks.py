@@ -103,6 +103,7 @@ async def process_media(ctx: AppContext, run: JobRun) -> None:
             .where(MediaObject.id == media.id, MediaObject.status == MediaStatus.PROCESSING)
             .values(output_prefix=attempt.prefix, playable=False, renditions=[], assets={})
         )
+    media.playable, media.renditions, media.assets = False, [], {}
     await asyncio.to_thread(attempt.out.mkdir, parents=True, exist_ok=True)
     try:
         source = await ctx.storage.fetch(media.source_key, attempt.work / "source")

@@ -95,6 +95,7 @@ class ViewerState(BaseModel):
 class ProductTagOut(BaseModel):
     """A listing shown while a time range of the video plays (filled by the shop)."""
 
+    id: UUID
     listing_id: UUID
     title: str
     price_minor: int
@@ -102,6 +103,7 @@ class ProductTagOut(BaseModel):
     image_url: str | None
     start_s: float
     end_s: float | None
+    chapter_index: int | None = None
     url: str
 
 

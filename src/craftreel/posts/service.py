@@ -239,6 +239,12 @@ async def create_draft(
     return await one_out(ctx, uow, user, post)
 
 
+async def owned_post(uow: UnitOfWork, user: User, post_id: UUID) -> tuple[Post, list[MediaObject]]:
+    """My post (any status) and its media, for features that attach things to posts."""
+    post = await _own(uow, user, post_id, lock=False)
+    return post, await _media_of(uow, post)
+
+
 async def _own(uow: UnitOfWork, user: User, post_id: UUID, lock: bool = True) -> Post:
     post = await repo.own_post(uow.session, user.id, post_id, lock=lock)
     if post is None:
