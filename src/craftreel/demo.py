@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import subprocess
+import tempfile
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
@@ -133,6 +137,141 @@ async def _seed_shops(ctx: AppContext) -> int:
     return opened
 
 
+# (maker, ffmpeg lavfi picture, caption, chapters, materials, listing to tag on chapter 2)
+DemoPost = tuple[str, str, str, list[tuple[float, str]], list[str], str | None]
+POSTS: list[DemoPost] = [
+    (
+        "wool_and_wood",
+        "gradients=s=540x960:c0=0xb5523b:c1=0xf2e8cf:c2=0x2f6690:speed=0.04:r=24",
+        "Casting on a Lopi yoke, the long-tail way. #knitting #lopi #wip",
+        [(0, "Cast on"), (3, "Join in the round"), (6, "First rib row")],
+        ["Léttlopi wool, 4 colours", "4.5 mm circular needles", "Stitch markers"],
+        "Lopi sweater pattern (PDF)",
+    ),
+    (
+        "kiln_kid",
+        "mandelbrot=s=540x960:r=24",
+        "Trimming a mug foot. Slow and steady wins. #pottery #wheelthrown",
+        [(0, "Centre the mug"), (4, "Trim the foot ring")],
+        ["Stoneware clay", "Loop trimming tool", "Sponge"],
+        "Speckled stoneware mug",
+    ),
+    (
+        "paper_fox",
+        "life=s=540x960:mold=10:r=24:ratio=0.1:death_color=#c99a2e:life_color=#f7f1e3",
+        "Marbling paper with a drop of ox gall. Every sheet is different. #marbling #paper",
+        [(0, "Float the colours"), (5, "Lay the sheet")],
+        ["Carrageenan size", "Acrylic inks", "Ox gall"],
+        None,
+    ),
+    (
+        "stitch_witch",
+        "cellauto=s=540x960:rule=110:r=24",
+        "Visible mending: a sashiko patch on old jeans. @wool_and_wood taught me this. "
+        "#mending #sashiko",
+        [(0, "Pin the patch"), (4, "Running stitch")],
+        ["Sashiko thread", "Sashiko needle", "Denim scrap"],
+        None,
+    ),
+    (
+        "oakandiron",
+        "gradients=s=540x960:c0=0x7a5230:c1=0xe0c097:speed=0.02:r=24",
+        "Sanding a walnut board to 400 grit, then oil. #woodwork #walnut",
+        [(0, "120 grit"), (3, "240 grit"), (6, "Oil")],
+        ["Walnut offcut", "Sandpaper 120/240/400", "Hard wax oil"],
+        None,
+    ),
+    (
+        "wool_and_wood",
+        "gradients=s=540x960:c0=0x3d6b5a:c1=0xf2e8cf:speed=0.05:r=24",
+        "Carving a birch spoon from a green log. #spooncarving #woodwork",
+        [(0, "Split the blank"), (4, "Hollow the bowl")],
+        ["Green birch", "Sloyd knife", "Hook knife"],
+        "Birch eating spoon",
+    ),
+]
+
+
+def _demo_clip(ffmpeg: str, picture: str, out: Path, seconds: int = 8) -> None:
+    """A short vertical clip with a tone, synthesised (nothing downloaded)."""
+    subprocess.run(  # noqa: S603 - fixed arguments, our own ffmpeg
+        [
+            ffmpeg, "-hide_banner", "-v", "error", "-y",
+            "-f", "lavfi", "-i", picture,
+            "-f", "lavfi", "-i", f"sine=frequency={220 + len(picture) % 200}:sample_rate=44100",
+            "-t", str(seconds), "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "veryfast",
+            "-c:a", "aac", "-shortest", str(out),
+        ],
+        check=True,
+    )  # fmt: skip
+
+
+async def _seed_posts(ctx: AppContext) -> int:
+    """A published video post per demo post above, processed by the real pipeline, with
+    chapters, materials and a product tag; skipped when there are posts already."""
+    from sqlalchemy import func, select
+
+    from craftreel.core.jobs import InProcessRunner
+    from craftreel.media import uploads
+    from craftreel.media.models import MediaKind
+    from craftreel.media.processing import ffmpeg_path
+    from craftreel.posts import schemas as post_schemas
+    from craftreel.posts import service as posts
+    from craftreel.posts.models import Post
+    from craftreel.runtime import register_job_handlers
+    from craftreel.shop import tags
+    from craftreel.shop.models import Listing
+
+    register_job_handlers(ctx)
+    ffmpeg = ffmpeg_path(ctx.settings.ffmpeg_path)
+    made = 0
+    async with ctx.uow() as uow:
+        if await uow.session.scalar(select(func.count()).select_from(Post)):
+            return 0  # seeded before
+    with tempfile.TemporaryDirectory() as folder:
+        for n, (handle, picture, caption, chapters, materials, tag) in enumerate(POSTS):
+            async with ctx.uow() as uow:
+                owner = await accounts_repo.user_by_handle(uow.session, handle)
+            if owner is None:
+                continue
+            clip = Path(folder) / f"demo-{n}.mp4"
+            await asyncio.to_thread(_demo_clip, ffmpeg, picture, clip)
+            media_id = await uploads.import_file(ctx, owner.id, clip, MediaKind.VIDEO, "video/mp4")
+            async with ctx.uow() as uow:
+                post = await posts.create_draft(
+                    ctx,
+                    uow,
+                    owner,
+                    post_schemas.PostCreate(
+                        media_ids=[media_id],
+                        caption=caption,
+                        chapters=[post_schemas.Chapter(at=at, title=t) for at, t in chapters],
+                        materials=materials,
+                    ),
+                )
+                await posts.publish(ctx, uow, owner, post.id, post_schemas.Publish(when_ready=True))
+                listing = (
+                    await uow.session.scalars(select(Listing).where(Listing.title == tag))
+                ).first()
+                if listing is not None:
+                    await tags.add_tag(
+                        ctx,
+                        uow,
+                        owner,
+                        post.id,
+                        tags.TagIn(listing_id=listing.id, chapter_index=1),
+                    )
+            made += 1
+    if made:
+        runner = InProcessRunner(ctx.jobs, concurrency=2, sweep_seconds=0.5)
+        runner.start()
+        try:
+            await runner.drain()
+        finally:
+            await runner.stop()
+    return made
+
+
 class _SilentMailer:
     async def send(self, mail: Mail) -> None:
         log.debug("demo mail suppressed", extra={"to": mail.to})
@@ -171,8 +310,9 @@ async def seed_demo(settings: Settings) -> None:
                 for handle, *_ in PEOPLE[:4]:
                     await accounts.follow(uow, viewer, handle)
         shops = await _seed_shops(ctx)
+        made = await _seed_posts(ctx)
         print(
-            f"demo data: {created} people and {shops} shops added; sign in as "
+            f"demo data: {created} people, {shops} shops and {made} posts added; sign in as "
             f"wool.and.wood@demo.craftreel.app / {DEMO_PASSWORD}"
         )
     finally:

@@ -40,11 +40,13 @@ def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_seed_demo_is_idempotent(var_dir: Path) -> None:
     first = run(var_dir, "seed-demo")
     assert first.returncode == 0, first.stderr
-    assert "6 people and 2 shops added" in first.stdout
+    assert "6 people, 2 shops and 6 posts added" in first.stdout
     second = run(var_dir, "seed-demo")
     assert second.returncode == 0, second.stderr
-    assert "0 people and 0 shops added" in second.stdout
+    assert "0 people, 0 shops and 0 posts added" in second.stdout
     assert list((var_dir / "media" / "avatars").glob("*/*.webp"))
+    # The demo posts went through the real pipeline: each has a playable HLS ladder.
+    assert len(list((var_dir / "media" / "media").glob("*/r*/master.m3u8"))) == 6
 
 
 def test_create_admin(var_dir: Path) -> None:

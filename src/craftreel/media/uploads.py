@@ -434,6 +434,42 @@ async def _discard(ctx: AppContext, media: MediaObject, files: UploadFiles, keep
     await asyncio.to_thread(shutil.rmtree, files.folder, True)
 
 
+async def import_file(
+    ctx: AppContext, owner_id: UUID, path: Path, kind: MediaKind, content_type: str
+) -> UUID:
+    """Bring a file already on this machine in as if it had been uploaded (demo data, tools):
+    stored as the source, then processed like any upload."""
+    media_id = uuid7()
+    size = await asyncio.to_thread(os.path.getsize, path)
+    source_key = f"media/{media_id}/source"
+    await ctx.storage.put_file(source_key, path, content_type)
+    async with ctx.uow() as uow:
+        uow.session.add(
+            MediaObject(
+                id=media_id,
+                owner_id=owner_id,
+                kind=kind,
+                status=MediaStatus.PROCESSING,
+                declared_type=content_type,
+                upload_length=size,
+                upload_offset=size,
+                parts_bytes=size,
+                source_key=source_key,
+                renditions=[],
+                assets={},
+                completed_at=utcnow(),
+            )
+        )
+        await uow.session.flush()
+        ctx.jobs.enqueue(
+            uow,
+            "media.process",
+            {"media_id": str(media_id)},
+            dedupe_key=f"media.process:{media_id}",
+        )
+    return media_id
+
+
 async def discard_upload(ctx: AppContext, media: MediaObject) -> None:
     """Remove whatever an unfinished upload of ``media`` holds (spool, parts, multipart)."""
     if media.status != MediaStatus.UPLOADING:
