@@ -10,6 +10,7 @@ from sqlalchemy.types import TypeEngine
 
 import craftreel.models  # noqa: F401  (registers every table)
 from craftreel.core.db import Base, UTCDateTime, create_engine
+from craftreel.feed.search import is_search_index_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -31,6 +32,8 @@ def run_with(connection: Connection) -> None:
         render_item=render_item,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # Autogenerate must not drop the full-text search index, which no model describes.
+        include_name=lambda name, type_, _parent: not is_search_index_object(name, type_),
     )
     with context.begin_transaction():
         context.run_migrations()

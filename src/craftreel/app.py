@@ -24,10 +24,13 @@ from craftreel.core.errors import DomainError, NotAuthenticated
 from craftreel.core.logging import configure_logging
 from craftreel.core.middleware import Metrics, RequestContextMiddleware
 from craftreel.core.web import CSRF_COOKIE, PACKAGE_DIR, build_templates, render
+from craftreel.feed import api as feed_api
+from craftreel.feed import search_api
 from craftreel.media import api as media_api
 from craftreel.media import serving as media_serving
 from craftreel.media import views as media_views
 from craftreel.posts import api as posts_api
+from craftreel.posts import interactions_api
 from craftreel.runtime import start_background
 from craftreel.shop import api as shop_api
 from craftreel.shop import orders_api, payments_api
@@ -213,6 +216,9 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(media_serving.router)
     app.include_router(media_views.router)
     app.include_router(posts_api.router)
+    app.include_router(interactions_api.router)
+    app.include_router(feed_api.router)
+    app.include_router(search_api.router)
     app.include_router(shop_tags_api.router)
     app.include_router(shop_api.router)
     app.include_router(orders_api.router)

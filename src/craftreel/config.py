@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     rate_limit_signin_ip: str = Field(default="50/300", pattern=r"^\d+/\d+$")
     rate_limit_signup: str = Field(default="5/3600", pattern=r"^\d+/\d+$")
     rate_limit_reset: str = Field(default="5/3600", pattern=r"^\d+/\d+$")
+    rate_limit_comment: str = Field(default="30/600", pattern=r"^\d+/\d+$")
+    rate_limit_share_ip: str = Field(default="60/600", pattern=r"^\d+/\d+$")
 
     # mail
     mail_from: str = "Craftreel <hello@craftreel.local>"
@@ -98,6 +100,8 @@ class Settings(BaseSettings):
     job_concurrency: int = Field(default=1, ge=1, le=32)
     job_max_attempts: int = Field(default=5, ge=1, le=50)
     job_lease_seconds: int = Field(default=120, ge=10)
+    # how often Discover's stored rank scores are recomputed from engagement
+    rank_refresh_seconds: int = Field(default=300, ge=10, le=24 * 3600)
 
     # shop
     checkout_reservation_minutes: int = Field(default=15, ge=1, le=24 * 60)

@@ -59,9 +59,17 @@ async def _every(seconds: float, name: str, action: Callable[[], Awaitable[objec
 
 def _periodic(ctx: AppContext) -> list[tuple[float, str, Callable[[], Awaitable[object]]]]:
     """Housekeeping that runs wherever jobs run."""
+    from craftreel.feed.tasks import refresh_rank_scores
     from craftreel.media.tasks import sweep_uploads
 
-    return [(600.0, "media.sweep_uploads", lambda: sweep_uploads(ctx))]
+    return [
+        (600.0, "media.sweep_uploads", lambda: sweep_uploads(ctx)),
+        (
+            float(ctx.settings.rank_refresh_seconds),
+            "feed.refresh_rank_scores",
+            lambda: refresh_rank_scores(ctx),
+        ),
+    ]
 
 
 async def start_background(ctx: AppContext, run_jobs: bool) -> Background:
