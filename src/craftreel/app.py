@@ -31,6 +31,7 @@ from craftreel.media import serving as media_serving
 from craftreel.media import views as media_views
 from craftreel.posts import api as posts_api
 from craftreel.posts import interactions_api
+from craftreel.posts import views as posts_views
 from craftreel.runtime import start_background
 from craftreel.shop import api as shop_api
 from craftreel.shop import orders_api, payments_api
@@ -217,6 +218,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(media_views.router)
     app.include_router(posts_api.router)
     app.include_router(interactions_api.router)
+    app.include_router(posts_views.router)
     app.include_router(feed_api.router)
     app.include_router(search_api.router)
     app.include_router(shop_tags_api.router)

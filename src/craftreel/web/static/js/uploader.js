@@ -193,6 +193,8 @@ class UploadCard {
       confirm: $("confirm"),
       preview: $("preview"),
       done: $("done"),
+      next: $("next"),
+      compose: $("compose"),
     };
     this.parts.name.textContent = name;
     this.parts.name.title = name;
@@ -223,6 +225,10 @@ class UploadCard {
     this.parts.resume.hidden = !["paused", "stopped", "offline"].includes(state);
     this.parts.resume.lastChild.textContent = state === "stopped" ? "Try again" : "Resume";
     this.parts.done.hidden = !["ready", "failed"].includes(state);
+    // Once the bytes are in, the post can be written while processing goes on.
+    const composable = ["processing", "playable", "ready"].includes(state) && this.mediaId;
+    if (composable) this.parts.compose.href = `/compose?media=${encodeURIComponent(this.mediaId)}`;
+    this.parts.next.hidden = !composable;
   }
 
   /** The status line is a live region: only real changes are written (and announced). */
