@@ -26,6 +26,7 @@ from craftreel.core.middleware import Metrics, RequestContextMiddleware
 from craftreel.core.web import CSRF_COOKIE, PACKAGE_DIR, build_templates, render
 from craftreel.feed import api as feed_api
 from craftreel.feed import search_api
+from craftreel.feed import views as feed_views
 from craftreel.media import api as media_api
 from craftreel.media import serving as media_serving
 from craftreel.media import views as media_views
@@ -221,6 +222,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(posts_views.router)
     app.include_router(feed_api.router)
     app.include_router(search_api.router)
+    app.include_router(feed_views.router)
     app.include_router(shop_tags_api.router)
     app.include_router(shop_api.router)
     app.include_router(orders_api.router)

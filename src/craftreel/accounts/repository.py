@@ -286,6 +286,20 @@ async def delete_follows_between(session: AsyncSession, a: UUID, b: UUID) -> Non
     )
 
 
+async def follow_statuses(
+    session: AsyncSession, follower_id: UUID, followee_ids: Sequence[UUID]
+) -> dict[UUID, str]:
+    """How ``follower_id`` follows each of ``followee_ids`` ("active" or "pending"), one query."""
+    if not followee_ids:
+        return {}
+    rows = await session.execute(
+        select(Follow.followee_id, Follow.status).where(
+            Follow.follower_id == follower_id, Follow.followee_id.in_(list(followee_ids))
+        )
+    )
+    return {followee: str(status) for followee, status in rows.all()}
+
+
 async def follow_counts(session: AsyncSession, user_id: UUID) -> tuple[int, int]:
     followers = await session.scalar(
         select(func.count()).where(

@@ -849,6 +849,11 @@ async def profile(
     )
 
 
+async def follow_statuses(uow: UnitOfWork, viewer: User, person_ids: set[UUID]) -> dict[UUID, str]:
+    """For a list of people: which ``viewer`` follows ("active") or asked to ("pending")."""
+    return await repo.follow_statuses(uow.session, viewer.id, sorted(person_ids))
+
+
 async def can_see_connections(uow: UnitOfWork, viewer: User | None, person: User) -> bool:
     """A private account's followers and following show only to it and its followers."""
     if not person.is_private or (viewer is not None and viewer.id == person.id):

@@ -1,6 +1,7 @@
-"""The web shell's pages: home, the tabs not built yet, offline, and the PWA files.
+"""The web shell's pages: the tabs not built yet, offline, and the PWA files.
 
-The Create tab (``/create``) is served by ``craftreel.media.views``."""
+The home page, Feed and Discover (``/``, ``/feed``, ``/discover``) are served by
+``craftreel.feed.views``; the Create tab (``/create``) by ``craftreel.media.views``."""
 
 from __future__ import annotations
 
@@ -18,16 +19,6 @@ router = APIRouter(include_in_schema=False)
 
 # Tabs whose features are still to come. Each page says so plainly rather than pretending.
 COMING_SOON: dict[str, tuple[str, str]] = {
-    "feed": (
-        "Feed",
-        "The video feed isn't built yet. When it is, new videos from the makers you follow "
-        "will play here, one after another.",
-    ),
-    "discover": (
-        "Discover",
-        "Discover isn't built yet. It will let you search and browse videos, makers and "
-        "pieces by craft and material.",
-    ),
     "inbox": (
         "Inbox",
         "The inbox isn't built yet. Your conversations with makers, custom requests and "
@@ -43,24 +34,6 @@ def _coming_soon(request: Request, tab: str) -> HTMLResponse:
         "web/coming_soon.html",
         {"active_tab": tab, "feature_title": title, "feature_blurb": blurb},
     )
-
-
-@router.get("/")
-async def home(request: Request, viewer: WebOptionalIdentity) -> HTMLResponse:
-    """The landing page for visitors and a welcome for members."""
-    return render(request, "web/home.html")
-
-
-@router.get("/feed")
-async def feed(request: Request, viewer: WebOptionalIdentity) -> HTMLResponse:
-    """The Feed tab (not built yet)."""
-    return _coming_soon(request, "feed")
-
-
-@router.get("/discover")
-async def discover(request: Request, viewer: WebOptionalIdentity) -> HTMLResponse:
-    """The Discover tab (not built yet)."""
-    return _coming_soon(request, "discover")
 
 
 @router.get("/inbox")
