@@ -159,3 +159,41 @@ async def test_get_the_kit_adds_everything_available_at_once(
         ]
     )
     assert body["cart"]["items_total"] == {"GBP": 2 * 1200 + 400}
+
+
+async def test_add_to_cart_from_a_chip(client: httpx.AsyncClient, ctx: AppContext) -> None:
+    maker, mug = await seller_with_listing(client, "chipmaker", stock=1)
+    post = await make_post(client, ctx, maker)
+    tag = await client.post(
+        f"/api/v1/posts/{post['id']}/products",
+        json={"listing_id": mug["id"], "start_s": 0},
+        headers=maker.auth,
+    )
+    chip = tag.json()
+    assert chip["variant_id"] == mug["variants"][0]["id"] and chip["available"] is True
+    buyer = await sign_up(client, "chipbuyer")
+    added = await client.post(
+        f"/api/v1/posts/{post['id']}/products/{chip['id']}/cart", json={}, headers=buyer.auth
+    )
+    assert added.status_code == 200, added.text
+    assert added.json() == {
+        "listing_id": mug["id"],
+        "variant_id": chip["variant_id"],
+        "cart_count": 1,
+    }
+    # Only one unit exists: a second add is refused and the cart keeps one.
+    again = await client.post(
+        f"/api/v1/posts/{post['id']}/products/{chip['id']}/cart", json={}, headers=buyer.auth
+    )
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "out_of_stock"
+    cart = (await client.get("/api/v1/cart", headers=buyer.auth)).json()
+    assert [line["quantity"] for line in cart["lines"]] == [1]
+    # A tag of another post, or no sign-in, adds nothing.
+    other = await make_post(client, ctx, maker)
+    wrong = await client.post(
+        f"/api/v1/posts/{other['id']}/products/{chip['id']}/cart", json={}, headers=buyer.auth
+    )
+    assert wrong.status_code == 404
+    anonymous = await client.post(f"/api/v1/posts/{post['id']}/products/{chip['id']}/cart", json={})
+    assert anonymous.status_code == 401

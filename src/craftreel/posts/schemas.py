@@ -97,6 +97,9 @@ class ProductTagOut(BaseModel):
 
     id: UUID
     listing_id: UUID
+    #: What "Add to cart" on the chip adds: the listing's first option in stock (or its first).
+    variant_id: UUID
+    available: bool
     title: str
     price_minor: int
     currency: str

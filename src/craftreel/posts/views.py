@@ -510,8 +510,11 @@ async def post_page(
             og = _open_graph(request, post)
         except service.PostNotFound:
             og = None
+    from craftreel.shop import tags as shop_tags  # the shop builds on posts, not the reverse
+
     context = {
         "post": post,
+        "kit": await shop_tags.get_kit(uow, user, post_id),
         "is_owner": is_owner,
         "og": og,
         "caption_html": linked_caption(post.caption),

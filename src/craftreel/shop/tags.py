@@ -99,32 +99,46 @@ def listing_url(listing_id: UUID) -> str:
 async def for_posts(
     ctx: AppContext, uow: UnitOfWork, post_ids: list[UUID]
 ) -> dict[UUID, list[ProductTagOut]]:
-    """The product tags of these posts, by post, for listings on sale: always two queries
-    (tags with their listing, shop and lowest price; then the listings' first photos)."""
+    """The product tags of these posts, by post, for listings on sale: always three queries
+    (tags with their listing and shop; the listings' options; their first photos)."""
     if not post_ids:
         return {}
-    rows = (await uow.session.execute(_tag_rows(post_ids))).all()
-    photos = await _first_photos(uow, [listing for _, listing, _, _ in rows])
+    rows = (
+        await uow.session.execute(
+            select(PostProductTag, Listing, Shop.currency)
+            .join(Listing, Listing.id == PostProductTag.listing_id)
+            .join(Shop, Shop.id == Listing.shop_id)
+            .where(PostProductTag.post_id.in_(post_ids), Listing.status == ListingStatus.ACTIVE)
+            .order_by(PostProductTag.post_id, PostProductTag.start_s, PostProductTag.id)
+        )
+    ).all()
+    options = await _options(uow, {listing.id for _, listing, _ in rows})
+    photos = await _first_photos(uow, [listing for _, listing, _ in rows])
     out: dict[UUID, list[ProductTagOut]] = {}
-    for tag, listing, currency, price in rows:
-        out.setdefault(tag.post_id, []).append(_tag_out(ctx, tag, listing, currency, price, photos))
+    for tag, listing, currency in rows:
+        variants = options.get(listing.id)
+        if not variants:
+            continue
+        out.setdefault(tag.post_id, []).append(
+            _tag_out(ctx, tag, listing, currency, variants, photos)
+        )
     return out
 
 
-def _tag_rows(post_ids: Sequence[UUID]):  # type: ignore[no-untyped-def]
-    lowest = (
-        select(Variant.listing_id, func.min(Variant.price_minor).label("price"))
-        .group_by(Variant.listing_id)
-        .subquery()
+async def _options(uow: UnitOfWork, listing_ids: set[UUID]) -> dict[UUID, list[Variant]]:
+    rows = await uow.session.scalars(
+        select(Variant)
+        .where(Variant.listing_id.in_(listing_ids))
+        .order_by(Variant.listing_id, Variant.position)
     )
-    return (
-        select(PostProductTag, Listing, Shop.currency, lowest.c.price)
-        .join(Listing, Listing.id == PostProductTag.listing_id)
-        .join(Shop, Shop.id == Listing.shop_id)
-        .join(lowest, lowest.c.listing_id == Listing.id)
-        .where(PostProductTag.post_id.in_(post_ids), Listing.status == ListingStatus.ACTIVE)
-        .order_by(PostProductTag.post_id, PostProductTag.start_s, PostProductTag.id)
-    )
+    out: dict[UUID, list[Variant]] = {}
+    for variant in rows.all():
+        out.setdefault(variant.listing_id, []).append(variant)
+    return out
+
+
+def _default_option(variants: list[Variant]) -> Variant:
+    return next((v for v in variants if v.stock is None or v.stock > 0), variants[0])
 
 
 async def _first_photos(uow: UnitOfWork, listings: Sequence[Listing]) -> dict[UUID, MediaObject]:
@@ -154,14 +168,17 @@ def _tag_out(
     tag: PostProductTag,
     listing: Listing,
     currency: str,
-    price: int,
+    variants: list[Variant],
     photos: dict[UUID, MediaObject],
 ) -> ProductTagOut:
+    chosen = _default_option(variants)
     return ProductTagOut(
         id=tag.id,
         listing_id=listing.id,
+        variant_id=chosen.id,
+        available=chosen.stock is None or chosen.stock > 0,
         title=listing.title,
-        price_minor=price,
+        price_minor=min(v.price_minor for v in variants),
         currency=currency,
         image_url=_image_url(ctx, listing, photos),
         start_s=tag.start_s,
@@ -226,6 +243,44 @@ async def add_tag(
     await uow.session.flush()
     tags = (await for_posts(ctx, uow, [post.id])).get(post.id, [])
     return next(t for t in tags if t.id == tag.id)
+
+
+class ChipAdd(BaseModel):
+    """Add from a product chip: the chip's option unless another is chosen."""
+
+    variant_id: UUID | None = None
+    quantity: int = Field(default=1, ge=1, le=20)
+
+
+class ChipAdded(BaseModel):
+    listing_id: UUID
+    variant_id: UUID
+    cart_count: int
+
+
+async def add_tag_to_cart(
+    uow: UnitOfWork, buyer: User, post_id: UUID, tag_id: UUID, body: ChipAdd
+) -> ChipAdded:
+    """ "Add to cart" on a product chip while the video plays (no page change)."""
+    post = await posts.viewable_post(uow, buyer, post_id)
+    tag = await uow.session.get(PostProductTag, tag_id)
+    if tag is None or tag.post_id != post.id:
+        raise TagNotFound()
+    variants = (await _options(uow, {tag.listing_id})).get(tag.listing_id, [])
+    if not variants:
+        raise shop.ListingNotFound()
+    chosen = next((v for v in variants if v.id == body.variant_id), None)
+    if body.variant_id is not None and chosen is None:
+        raise InvalidInput("That option is not part of the listing.", field="variant_id")
+    chosen = chosen or _default_option(variants)
+    cart = await shop.add_to_cart(
+        uow, buyer, shop_schemas.CartLineIn(variant_id=chosen.id, quantity=body.quantity)
+    )
+    return ChipAdded(
+        listing_id=tag.listing_id,
+        variant_id=chosen.id,
+        cart_count=sum(line.quantity for line in cart.lines),
+    )
 
 
 async def remove_tag(uow: UnitOfWork, user: User, post_id: UUID, tag_id: UUID) -> None:

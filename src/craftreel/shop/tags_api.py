@@ -30,6 +30,14 @@ async def add_tag(
     return await tags.add_tag(ctx, uow, user, post_id, body)
 
 
+@router.post("/posts/{post_id}/products/{tag_id}/cart")
+async def add_tag_to_cart(
+    post_id: UUID, tag_id: UUID, body: tags.ChipAdd, user: ApiOrWebUser, uow: Uow
+) -> tags.ChipAdded:
+    """ "Add to cart" from a product chip in the player; the video keeps playing."""
+    return await tags.add_tag_to_cart(uow, user, post_id, tag_id, body)
+
+
 @router.delete("/posts/{post_id}/products/{tag_id}", status_code=204)
 async def remove_tag(post_id: UUID, tag_id: UUID, user: ApiOrWebUser, uow: Uow) -> Response:
     await tags.remove_tag(uow, user, post_id, tag_id)

@@ -3,6 +3,8 @@
 
 import { mountPlayer } from "/static/js/player.js";
 import { showLocalTimes, showPendingToast } from "/static/js/composer.js";
+import { showToast } from "/static/js/app.js";
+import { formatPrice, mountProductChips, setCartCount } from "/static/js/products.js";
 
 function start() {
   const page = document.querySelector("[data-post-page]");
@@ -44,6 +46,15 @@ function start() {
     });
   }
 
+  let products = [];
+  try {
+    products = JSON.parse(document.getElementById("post-products")?.textContent ?? "[]");
+  } catch {
+    products = [];
+  }
+  mountProductChips(video, page.querySelector("[data-post-products]"), page.dataset.postId, products);
+  mountKit(page);
+
   page.querySelector("[data-post-chapters]")?.addEventListener("click", (event) => {
     const step = event.target.closest("[data-seek]");
     if (!step || !video) return;
@@ -52,6 +63,50 @@ function start() {
     page.querySelectorAll("[data-seek][aria-current]").forEach((el) => el.removeAttribute("aria-current"));
     step.setAttribute("aria-current", "step");
     holder?.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  });
+}
+
+/** "Get the kit": every available item into the cart at once, without leaving the video. */
+function mountKit(page) {
+  page.querySelectorAll("[data-price]").forEach((el) => {
+    el.textContent = formatPrice(Number(el.dataset.price), el.dataset.currency);
+  });
+  const button = page.querySelector("[data-kit-add]");
+  button?.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const response = await fetch(`/api/v1/posts/${encodeURIComponent(button.dataset.postId)}/kit/cart`, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: {
+          Accept: "application/json",
+          "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]')?.content ?? "",
+        },
+      });
+      if (response.status === 401) {
+        location.href = `/signin?next=${encodeURIComponent(location.pathname)}`;
+        return;
+      }
+      const body = await response.json().catch(() => null);
+      if (!response.ok || !body) {
+        showToast(body?.error?.message ?? "The kit could not be added. Try again.", "error");
+        return;
+      }
+      const added = body.added.length;
+      const skipped = body.skipped.length;
+      const message =
+        added === 0
+          ? "Everything in this kit is sold out right now."
+          : `${added} item${added === 1 ? "" : "s"} added to your cart` +
+            (skipped ? `; ${skipped} sold out.` : ".");
+      showToast(message, added ? "success" : "info");
+      const count = body.cart.lines.reduce((n, line) => n + line.quantity, 0);
+      setCartCount(count);
+    } catch {
+      showToast("You seem to be offline. Try again in a moment.", "error");
+    } finally {
+      button.disabled = false;
+    }
   });
 }
 
