@@ -8,6 +8,7 @@
 
 import { closeSheet, openSheet, showToast } from "/static/js/app.js";
 import { canPlayHls, formatTime } from "/static/js/player.js";
+import { mountProductChips } from "/static/js/products.js";
 
 const SOUND_KEY = "craftreel:feed-sound";
 const PLAY_RATIO = 0.6; // a post plays once this much of it shows
@@ -222,6 +223,14 @@ class Feed {
         const range = reel.querySelector("[data-reel-range]");
         if (range && Number.isFinite(video.duration)) range.max = String(video.duration);
       });
+    }
+    const products = reel.querySelector("[data-reel-products]");
+    if (video && products) {
+      try {
+        mountProductChips(video, products, reel.dataset.postId, JSON.parse(products.dataset.products || "[]"));
+      } catch {
+        // a broken list shows no chips; the video plays on
+      }
     }
     const range = reel.querySelector("[data-reel-range]");
     range?.addEventListener("input", () => {

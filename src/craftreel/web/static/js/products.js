@@ -123,6 +123,7 @@ function chip(postId, product) {
     add.querySelector("span").textContent = "Sold out";
     add.disabled = true;
   }
+  item.append(add);
   item.addEventListener("click", (event) => event.stopPropagation());
   item.addEventListener("dblclick", (event) => event.stopPropagation());
   return item;
