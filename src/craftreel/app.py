@@ -37,6 +37,7 @@ from craftreel.runtime import start_background
 from craftreel.shop import api as shop_api
 from craftreel.shop import orders_api, payments_api
 from craftreel.shop import tags_api as shop_tags_api
+from craftreel.shop import views as shop_views
 from craftreel.web import views as web_views
 
 log = logging.getLogger(__name__)
@@ -227,5 +228,6 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(shop_api.router)
     app.include_router(orders_api.router)
     app.include_router(payments_api.router)
+    app.include_router(shop_views.router)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "web" / "static"), name="static")
     return app

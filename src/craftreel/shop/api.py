@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, File, Header, Query, UploadFile
 from fastapi.responses import JSONResponse
 
 from craftreel.accounts.deps import ApiOptionalUser, ApiUser
 from craftreel.core.pagination import Page
 from craftreel.deps import Ctx, Uow
-from craftreel.shop import schemas, service
+from craftreel.shop import downloads, schemas, service
 from craftreel.shop.models import Category, ListingStatus
 
 router = APIRouter(prefix="/api/v1", tags=["shop"])
@@ -22,12 +22,47 @@ async def open_shop(body: schemas.ShopCreate, user: ApiUser, uow: Uow) -> schema
     return service.shop_out(await service.open_shop(uow, user, body))
 
 
+@router.get("/shops/{handle}")
+async def get_shop(handle: str, uow: Uow) -> schemas.ShopProfile:
+    """A shop with its policies and rating."""
+    return await service.shop_profile(uow, handle)
+
+
+@router.get("/shops/{handle}/listings")
+async def shop_listings(
+    handle: str,
+    uow: Uow,
+    cursor: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+) -> Page[schemas.ListingOut]:
+    """A shop's listings for sale, newest first."""
+    items, next_cursor = await service.shop_listings(uow, handle, cursor, limit)
+    return Page(items=items, next_cursor=next_cursor)
+
+
 @router.post("/listings", status_code=201)
 async def create_listing(
     body: schemas.ListingCreate, user: ApiUser, uow: Uow
 ) -> schemas.ListingOut:
     """A draft listing in my shop, with its variants (price and stock each)."""
     return await service.create_listing(uow, user, body)
+
+
+@router.patch("/listings/{listing_id}")
+async def update_listing(
+    listing_id: UUID, body: schemas.ListingUpdate, user: ApiUser, uow: Uow
+) -> schemas.ListingOut:
+    """Change my listing: text, category, lead time, variants (send ``stock_was`` with a new
+    stock to refuse the change if a sale moved it meanwhile)."""
+    return await service.update_listing(uow, user, listing_id, body)
+
+
+@router.put("/listings/{listing_id}/file", status_code=204)
+async def attach_digital_file(
+    listing_id: UUID, user: ApiUser, ctx: Ctx, uow: Uow, file: UploadFile = File()
+) -> None:
+    """Attach (or replace) my digital listing's file: a PDF, multipart field ``file``."""
+    await downloads.attach_file(ctx, uow, user, listing_id, file.file)
 
 
 @router.post("/listings/{listing_id}/publish")
@@ -75,6 +110,14 @@ async def set_quantity(
 ) -> schemas.CartOut:
     """Change a line's quantity; 0 removes it."""
     return await service.set_cart_quantity(uow, user, variant_id, quantity)
+
+
+@router.get("/cart/quote")
+async def quote(
+    user: ApiUser, ctx: Ctx, uow: Uow, country: str = Query(pattern=r"^[A-Z]{2}$")
+) -> schemas.CheckoutQuote:
+    """What checking out the cart would cost, delivered to ``country`` (nothing is held)."""
+    return await service.quote(ctx, uow, user, country)
 
 
 @router.post("/checkouts", status_code=201, response_model=schemas.CheckoutOut)

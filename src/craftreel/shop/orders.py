@@ -4,13 +4,14 @@ history, the seller's dashboard, and reviews. Every transition is one conditiona
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from craftreel.accounts import service as accounts
 from craftreel.accounts.models import User
 from craftreel.context import AppContext
 from craftreel.core.clock import utcnow
@@ -18,7 +19,24 @@ from craftreel.core.db import UnitOfWork
 from craftreel.core.errors import Conflict, NotFound
 from craftreel.core.mail import Mail
 from craftreel.core.pagination import decode_time_cursor, page_of
-from craftreel.shop.models import Order, OrderLine, OrderStatus, Review, Shipment, Shop
+from craftreel.media.models import MediaObject
+from craftreel.shop import photos
+from craftreel.shop import repository as repo
+from craftreel.shop.downloads import UNLOCKED
+from craftreel.shop.models import (
+    Checkout,
+    CheckoutStatus,
+    Listing,
+    ListingKind,
+    Order,
+    OrderLine,
+    OrderStatus,
+    Review,
+    Shipment,
+    Shop,
+    Variant,
+)
+from craftreel.shop.payments import LedgerEntry, Payment
 
 
 class OrderNotFound(NotFound):
@@ -47,6 +65,20 @@ class AlreadyReplied(Conflict):
 
     code = "already_replied"
     message = "You have already replied to this review."
+
+
+class ReviewNotFound(NotFound):
+    """No such review of yours."""
+
+    code = "review_not_found"
+    message = "That review does not exist."
+
+
+class ReviewHasPhoto(Conflict):
+    """A review carries one photo."""
+
+    code = "review_has_photo"
+    message = "This review already has a photo."
 
 
 class ShipmentIn(BaseModel):
@@ -89,6 +121,63 @@ class ReviewOut(BaseModel):
     text: str
     reply: str | None
     created_at: datetime
+    photo_url: str | None = None
+
+
+class ReviewView(ReviewOut):
+    """A review as shown with a listing, a shop or an order: who wrote it, about what."""
+
+    listing_id: UUID
+    item_title: str
+    author_handle: str
+    author_name: str
+    author_avatar_url: str | None
+    replied_at: datetime | None
+
+
+class OrderLineView(BaseModel):
+    id: UUID
+    variant_id: UUID
+    listing_id: UUID
+    title: str
+    unit_price: int
+    quantity: int
+    line_total: int
+    digital: bool
+    review: ReviewView | None
+
+
+class OrderDetail(BaseModel):
+    """One order as its buyer or its seller sees it."""
+
+    id: UUID
+    checkout_id: UUID
+    shop_handle: str
+    shop_name: str
+    status: str
+    currency: str
+    items_total: int
+    shipping_total: int
+    tax_total: int
+    total: int
+    created_at: datetime
+    paid_at: datetime | None
+    shipped_at: datetime | None
+    delivered_at: datetime | None
+    carrier: str | None
+    tracking_number: str | None
+    shipping_address: dict[str, Any]
+    lines: list[OrderLineView]
+    #: Who is looking: the order's buyer or the shop's owner.
+    viewer: Literal["buyer", "seller"]
+    #: The newest payment attempt's status and failure code (None before any).
+    payment_status: str | None
+    payment_failure: str | None
+    #: The checkout is still open: an unpaid order can be paid now.
+    payable: bool
+    downloads_unlocked: bool
+    #: The other orders placed in the same checkout (other shops).
+    sibling_order_ids: list[UUID]
 
 
 class SellerDashboard(BaseModel):
@@ -270,17 +359,13 @@ async def dashboard(uow: UnitOfWork, seller: User) -> SellerDashboard:
             )
         ).all()
     )
-    rating, reviews = (
-        await uow.session.execute(
-            select(func.avg(Review.stars), func.count(Review.id)).where(Review.shop_id == shop.id)
-        )
-    ).one()
+    rating, reviews = await repo.shop_rating(uow.session, shop.id)
     return SellerDashboard(
         to_ship=int(counts.get(OrderStatus.PAID, 0)),
         shipped=int(counts.get(OrderStatus.SHIPPED, 0)),
         revenue={str(k): int(v) for k, v in revenue.items()},
-        rating=round(float(rating), 2) if rating is not None else None,
-        reviews=int(reviews),
+        rating=rating,
+        reviews=reviews,
     )
 
 
@@ -330,7 +415,7 @@ async def reply(uow: UnitOfWork, seller: User, review_id: UUID, body: ReplyIn) -
     return _review_out(found)
 
 
-def _review_out(row: Review) -> ReviewOut:
+def _review_out(row: Review, photo_url: str | None = None) -> ReviewOut:
     return ReviewOut(
         id=row.id,
         order_line_id=row.order_line_id,
@@ -338,4 +423,186 @@ def _review_out(row: Review) -> ReviewOut:
         text=row.text,
         reply=row.reply,
         created_at=row.created_at,
+        photo_url=photo_url,
+    )
+
+
+async def attach_review_photo(
+    ctx: AppContext, uow: UnitOfWork, author: User, review_id: UUID, data: bytes
+) -> ReviewOut:
+    """Add the one photo a review may carry (its author only)."""
+    found = await uow.session.get(Review, review_id)
+    if found is None or found.author_id != author.id:
+        raise ReviewNotFound()
+    if found.photo_media_id is not None:
+        raise ReviewHasPhoto()
+    media_id = await photos.store_review_photo(ctx, uow, author.id, data)
+    result = await uow.session.execute(
+        update(Review)
+        .where(Review.id == review_id, Review.photo_media_id.is_(None))
+        .values(photo_media_id=media_id)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise ReviewHasPhoto()
+    await uow.session.refresh(found)
+    media = await uow.session.get(MediaObject, media_id)
+    assert media is not None
+    return _review_out(found, photos.photo_url(ctx, media))
+
+
+# --- reading orders and reviews for pages ---------------------------------------------
+
+
+async def _review_views(
+    ctx: AppContext, uow: UnitOfWork, condition: object, limit: int
+) -> list[ReviewView]:
+    """Reviews matching ``condition``, newest first, with author, item and photo (3 queries)."""
+    rows = (
+        await uow.session.execute(
+            select(Review, OrderLine, Variant.listing_id, User)
+            .join(OrderLine, OrderLine.id == Review.order_line_id)
+            .join(Variant, Variant.id == OrderLine.variant_id)
+            .join(User, User.id == Review.author_id)
+            .where(condition)  # type: ignore[arg-type]
+            .order_by(Review.created_at.desc(), Review.id.desc())
+            .limit(limit)
+        )
+    ).all()
+    media_ids = {review.photo_media_id for review, _, _, _ in rows if review.photo_media_id}
+    media = (
+        {
+            m.id: m
+            for m in await uow.session.scalars(
+                select(MediaObject).where(MediaObject.id.in_(media_ids))
+            )
+        }
+        if media_ids
+        else {}
+    )
+    views = []
+    for review, line, listing_id, author in rows:
+        person = accounts.summary(ctx, author)
+        photo = media.get(review.photo_media_id) if review.photo_media_id else None
+        views.append(
+            ReviewView(
+                **_review_out(review, photos.photo_url(ctx, photo) if photo else None).model_dump(),
+                listing_id=listing_id,
+                item_title=line.title,
+                author_handle=person.handle,
+                author_name=person.display_name,
+                author_avatar_url=person.avatar_url,
+                replied_at=review.replied_at,
+            )
+        )
+    return views
+
+
+async def listing_reviews(
+    ctx: AppContext, uow: UnitOfWork, listing_id: UUID, limit: int = 20
+) -> list[ReviewView]:
+    """The newest reviews of what was bought from one listing."""
+    return await _review_views(ctx, uow, Variant.listing_id == listing_id, limit)
+
+
+async def shop_reviews(
+    ctx: AppContext, uow: UnitOfWork, shop_id: UUID, limit: int = 20
+) -> list[ReviewView]:
+    """The newest reviews of a shop."""
+    return await _review_views(ctx, uow, Review.shop_id == shop_id, limit)
+
+
+async def my_shop_reviews(
+    ctx: AppContext, uow: UnitOfWork, seller: User, limit: int = 20
+) -> list[ReviewView]:
+    """The newest reviews of the seller's own shop (to reply to)."""
+    shop = await _shop_of(uow, seller)
+    return await shop_reviews(ctx, uow, shop.id, limit)
+
+
+async def order_detail(ctx: AppContext, uow: UnitOfWork, user: User, order_id: UUID) -> OrderDetail:
+    """An order for its buyer or its shop's owner; for anyone else it does not exist."""
+    session = uow.session
+    row = (
+        await session.execute(
+            select(Order, Shop, Checkout, Shipment)
+            .join(Shop, Shop.id == Order.shop_id)
+            .join(Checkout, Checkout.id == Order.checkout_id)
+            .outerjoin(Shipment, Shipment.order_id == Order.id)
+            .where(Order.id == order_id)
+        )
+    ).first()
+    if row is None or user.id not in (row[0].buyer_id, row[1].owner_id):
+        raise OrderNotFound()
+    order, shop, checkout, shipment = row
+    lines = (
+        await session.execute(
+            select(OrderLine, Listing.id, Listing.kind)
+            .join(Variant, Variant.id == OrderLine.variant_id)
+            .join(Listing, Listing.id == Variant.listing_id)
+            .where(OrderLine.order_id == order.id)
+            .order_by(OrderLine.id)
+        )
+    ).all()
+    reviews = {
+        review.order_line_id: review
+        for review in await _review_views(ctx, uow, OrderLine.order_id == order.id, len(lines) or 1)
+    }
+    payment = await session.scalar(
+        select(Payment)
+        .where(Payment.checkout_id == checkout.id)
+        .order_by(Payment.created_at.desc(), Payment.id.desc())
+        .limit(1)
+    )
+    paid_at = await session.scalar(
+        select(LedgerEntry.created_at).where(LedgerEntry.entry_key == f"sale:{order.id}")
+    )
+    siblings = (
+        await session.scalars(
+            select(Order.id)
+            .where(Order.checkout_id == checkout.id, Order.id != order.id)
+            .order_by(Order.id)
+        )
+    ).all()
+    is_buyer = user.id == order.buyer_id
+    return OrderDetail(
+        id=order.id,
+        checkout_id=checkout.id,
+        shop_handle=shop.handle,
+        shop_name=shop.name,
+        status=order.status,
+        currency=order.currency,
+        items_total=order.items_total,
+        shipping_total=order.shipping_total,
+        tax_total=order.tax_total,
+        total=order.total,
+        created_at=order.created_at,
+        paid_at=paid_at,
+        shipped_at=shipment.shipped_at if shipment else None,
+        delivered_at=shipment.delivered_at if shipment else None,
+        carrier=shipment.carrier if shipment else None,
+        tracking_number=shipment.tracking_number if shipment else None,
+        shipping_address=dict(checkout.shipping_address or {}),
+        lines=[
+            OrderLineView(
+                id=line.id,
+                variant_id=line.variant_id,
+                listing_id=listing_id,
+                title=line.title,
+                unit_price=line.unit_price,
+                quantity=line.quantity,
+                line_total=line.unit_price * line.quantity,
+                digital=kind == ListingKind.DIGITAL,
+                review=reviews.get(line.id),
+            )
+            for line, listing_id, kind in lines
+        ],
+        viewer="buyer" if is_buyer else "seller",
+        payment_status=payment.status if payment else None,
+        payment_failure=payment.failure_code if payment else None,
+        payable=is_buyer
+        and order.status == OrderStatus.PLACED
+        and checkout.status == CheckoutStatus.OPEN
+        and checkout.expires_at > utcnow(),
+        downloads_unlocked=order.status in UNLOCKED,
+        sibling_order_ids=list(siblings) if is_buyer else [],
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, File, Query, UploadFile
+from pydantic import BaseModel
 
+from craftreel.accounts.api import read_upload
 from craftreel.accounts.deps import ApiOrWebUser, ApiUser
 from craftreel.core.pagination import Page
 from craftreel.deps import Ctx, Uow
-from craftreel.shop import orders, payments
+from craftreel.shop import downloads, orders, payments
 from craftreel.shop.models import OrderStatus
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
@@ -25,6 +27,26 @@ async def my_orders(
     """My orders as a buyer, newest first."""
     items, next_cursor = await orders.buyer_orders(uow, user, cursor, limit)
     return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/orders/{order_id}")
+async def order(order_id: UUID, user: ApiUser, ctx: Ctx, uow: Uow) -> orders.OrderDetail:
+    """One of my orders (as its buyer, or as the seller it was bought from)."""
+    return await orders.order_detail(ctx, uow, user, order_id)
+
+
+class DownloadLink(BaseModel):
+    url: str
+    expires_in: int
+
+
+@router.get("/orders/{order_id}/lines/{line_id}/download")
+async def download(
+    order_id: UUID, line_id: UUID, user: ApiUser, ctx: Ctx, uow: Uow
+) -> DownloadLink:
+    """A short-lived link to a digital item I bought, once the order is paid."""
+    url = await downloads.download_url(ctx, uow, user, order_id, line_id)
+    return DownloadLink(url=url, expires_in=ctx.settings.private_url_seconds)
 
 
 @router.get("/shops/mine/orders")
@@ -80,3 +102,12 @@ async def review(line_id: UUID, body: orders.ReviewIn, user: ApiUser, uow: Uow) 
 async def reply(review_id: UUID, body: orders.ReplyIn, user: ApiUser, uow: Uow) -> orders.ReviewOut:
     """The seller's one reply to a review of their shop."""
     return await orders.reply(uow, user, review_id, body)
+
+
+@router.put("/reviews/{review_id}/photo")
+async def review_photo(
+    review_id: UUID, user: ApiUser, ctx: Ctx, uow: Uow, photo: UploadFile = File()
+) -> orders.ReviewOut:
+    """Add the one photo my review may carry (multipart field ``photo``)."""
+    data = await read_upload(photo, ctx.settings.upload_max_image_bytes)
+    return await orders.attach_review_photo(ctx, uow, user, review_id, data)

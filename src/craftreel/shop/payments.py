@@ -69,6 +69,7 @@ from craftreel.core.ids import uuid7
 from craftreel.core.money import apply_rate
 from craftreel.core.pagination import decode_time_cursor, page_of
 from craftreel.shop import repository as shop_repo
+from craftreel.shop.mails import queue_receipt
 from craftreel.shop.models import (
     Checkout,
     CheckoutStatus,
@@ -1425,6 +1426,20 @@ async def get_payment(uow: UnitOfWork, buyer: User, payment_id: UUID) -> Payment
     return payment_out(await _buyers_payment(uow.session, buyer.id, payment_id))
 
 
+async def latest_payment(uow: UnitOfWork, buyer: User, checkout_id: UUID) -> PaymentOut | None:
+    """The newest payment attempt on one of the buyer's checkouts (None before any)."""
+    checkout = await uow.session.get(Checkout, checkout_id)
+    if checkout is None or checkout.buyer_id != buyer.id:
+        raise CheckoutNotFound()
+    payment = await uow.session.scalar(
+        select(Payment)
+        .where(Payment.checkout_id == checkout_id)
+        .order_by(Payment.created_at.desc(), Payment.id.desc())
+        .limit(1)
+    )
+    return payment_out(payment) if payment is not None else None
+
+
 async def apply_state(
     ctx: AppContext,
     uow: UnitOfWork,
@@ -1494,7 +1509,7 @@ async def _settle_success(
         .execution_options(synchronize_session=False)
     )
     if _changed(paid):
-        await _mark_orders_paid(ctx, session, payment, OrderStatus.PLACED)
+        await _mark_orders_paid(ctx, uow, payment, OrderStatus.PLACED)
         return
     checkout = await session.get(Checkout, payment.checkout_id, populate_existing=True)
     assert checkout is not None
@@ -1507,7 +1522,7 @@ async def _settle_success(
             .execution_options(synchronize_session=False)
         )
         if _changed(revived):
-            await _mark_orders_paid(ctx, session, payment, OrderStatus.CANCELLED)
+            await _mark_orders_paid(ctx, uow, payment, OrderStatus.CANCELLED)
             log.info(
                 "lapsed checkout paid; stock taken again", extra={"payment_id": str(payment.id)}
             )
@@ -1520,8 +1535,9 @@ async def _settle_success(
 
 
 async def _mark_orders_paid(
-    ctx: AppContext, session: AsyncSession, payment: Payment, from_status: OrderStatus
+    ctx: AppContext, uow: UnitOfWork, payment: Payment, from_status: OrderStatus
 ) -> None:
+    session = uow.session
     await session.execute(
         update(Order)
         .where(Order.checkout_id == payment.checkout_id, Order.status == from_status)
@@ -1539,6 +1555,7 @@ async def _mark_orders_paid(
         fee = platform_fee(order.total, config.platform_fee_bps)
         _ledger(session, order, LedgerKind.PLATFORM_FEE, -fee, f"platform_fee:{order.id}")
     await session.flush()
+    await queue_receipt(ctx, uow, payment.checkout_id)
 
 
 async def _refund_whole_payment(

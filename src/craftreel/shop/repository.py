@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from craftreel.core.db import like_pattern
@@ -20,6 +20,7 @@ from craftreel.shop.models import (
     OrderLine,
     OrderStatus,
     Reservation,
+    Review,
     Shop,
     Variant,
 )
@@ -93,6 +94,54 @@ async def browse(
         )
     query = query.order_by(Listing.created_at.desc(), Listing.id.desc()).limit(limit + 1)
     return [(row[0], row[1]) for row in (await session.execute(query)).all()]
+
+
+async def listings_of_shop(
+    session: AsyncSession,
+    shop_id: UUID,
+    statuses: Sequence[str],
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> Sequence[Listing]:
+    """One shop's listings in these states, newest first (keyset)."""
+    query = select(Listing).where(Listing.shop_id == shop_id, Listing.status.in_(statuses))
+    if after is not None:
+        query = query.where(
+            or_(
+                Listing.created_at < after[0],
+                and_(Listing.created_at == after[0], Listing.id < after[1]),
+            )
+        )
+    query = query.order_by(Listing.created_at.desc(), Listing.id.desc()).limit(limit + 1)
+    return (await session.scalars(query)).all()
+
+
+async def shop_rating(session: AsyncSession, shop_id: UUID) -> tuple[float | None, int]:
+    """The shop's mean stars (two decimals) and how many reviews it rests on."""
+    mean, count = (
+        await session.execute(
+            select(func.avg(Review.stars), func.count(Review.id)).where(Review.shop_id == shop_id)
+        )
+    ).one()
+    return (round(float(mean), 2) if mean is not None else None), int(count)
+
+
+async def change_variant(
+    session: AsyncSession,
+    listing_id: UUID,
+    variant_id: UUID,
+    values: dict[str, object],
+    stock_was: int | None,
+) -> bool:
+    """Change a variant of this listing; with ``stock_was``, only while its stock is still that
+    (a sale in between makes it false, so a seller's stale form never overwrites a sale)."""
+    query = update(Variant).where(Variant.id == variant_id, Variant.listing_id == listing_id)
+    if stock_was is not None:
+        query = query.where(Variant.stock == stock_was)
+    result = await session.execute(
+        query.values(**values).execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def cart_rows(

@@ -38,6 +38,13 @@ class ShopOut(BaseModel):
     returns_policy: str
 
 
+class ShopProfile(ShopOut):
+    """A shop as anyone sees it: with its rating from buyers' reviews."""
+
+    rating: float | None
+    review_count: int
+
+
 class VariantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,6 +64,33 @@ class ListingCreate(BaseModel):
     kind: ListingKind = ListingKind.PHYSICAL
     lead_time_days: Annotated[int, Field(ge=1, le=365)] | None = None
     variants: list[VariantIn] = Field(min_length=1, max_length=50)
+
+
+class VariantEdit(BaseModel):
+    """A variant in a listing edit: with an ``id`` it changes that variant, without one it is
+    added. ``stock_was`` is the stock the seller saw: when given, a new stock applies only if
+    no sale changed it meanwhile (otherwise the edit is refused, nothing half-saved)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: UUID | None = None
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+    price_minor: Minor
+    stock: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    stock_was: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+
+
+class ListingUpdate(BaseModel):
+    """What a seller may change. The kind (physical, made to order, digital) stays as created;
+    variants not listed stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=140)]
+    description: str = Field(default="", max_length=10_000)
+    category: Category
+    lead_time_days: Annotated[int, Field(ge=1, le=365)] | None = None
+    variants: list[VariantEdit] = Field(min_length=1, max_length=50)
 
 
 class VariantOut(BaseModel):
@@ -92,6 +126,8 @@ class CartLineOut(BaseModel):
     variant_id: UUID
     listing_id: UUID
     shop_handle: str
+    shop_name: str = ""
+    kind: str = ListingKind.PHYSICAL
     title: str
     unit_price: int
     currency: str
@@ -116,6 +152,36 @@ class Address(BaseModel):
     city: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
     postcode: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
     country: Country
+
+
+class QuoteShop(BaseModel):
+    """One shop's part of a checkout before it is placed: what it would cost, delivered."""
+
+    shop_handle: str
+    shop_name: str
+    items_total: int
+    shipping_total: int
+    tax_total: int
+    total: int
+    #: False when the shop has no shipping rate for the country (the checkout would fail).
+    ships_to_country: bool
+    #: Only digital downloads: nothing to deliver, no shipping.
+    digital_only: bool
+    free_shipping_over: int | None
+
+
+class CheckoutQuote(BaseModel):
+    """The cart priced for a destination country, as checkout would price it; nothing held."""
+
+    country: str
+    currency: str | None
+    shops: list[QuoteShop]
+    items_total: int
+    shipping_total: int
+    tax_total: int
+    total: int
+    #: Why the cart cannot be checked out as it is (empty when it can).
+    problems: list[str]
 
 
 class CheckoutCreate(BaseModel):

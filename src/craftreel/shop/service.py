@@ -13,7 +13,7 @@ from craftreel.context import AppContext
 from craftreel.core import idempotency
 from craftreel.core.clock import utcnow
 from craftreel.core.db import UnitOfWork
-from craftreel.core.errors import Conflict, DomainError, NotFound
+from craftreel.core.errors import Conflict, DomainError, InvalidInput, NotFound
 from craftreel.core.ids import uuid7
 from craftreel.core.money import apply_rate, parse_rates
 from craftreel.core.pagination import decode_time_cursor, page_of
@@ -24,6 +24,7 @@ from craftreel.shop.models import (
     Checkout,
     CheckoutStatus,
     Listing,
+    ListingKind,
     ListingStatus,
     Order,
     OrderLine,
@@ -97,6 +98,27 @@ class NoShippingToCountry(Conflict):
     message = "A shop in your cart does not ship to that country."
 
 
+class ShopNotFound(NotFound):
+    """No shop has that handle."""
+
+    code = "shop_not_found"
+    message = "That shop does not exist."
+
+
+class LeadTimeNeeded(InvalidInput):
+    """A made-to-order listing says how long making takes."""
+
+    code = "lead_time_needed"
+    message = "Say how many days it takes to make (1 to 365)."
+
+
+class StockChanged(Conflict):
+    """A sale changed a variant's stock while the seller was editing it."""
+
+    code = "stock_changed"
+    message = "Someone bought one while you were editing. Check the stock and save again."
+
+
 # --- shops and listings -----------------------------------------------------------------
 
 
@@ -139,6 +161,50 @@ async def open_shop(uow: UnitOfWork, owner: User, body: schemas.ShopCreate) -> S
     return shop
 
 
+async def shop_profile(uow: UnitOfWork, handle: str) -> schemas.ShopProfile:
+    """A shop as anyone sees it, with its rating."""
+    shop = await repo.shop_by_handle(uow.session, handle)
+    if shop is None:
+        raise ShopNotFound()
+    rating, count = await repo.shop_rating(uow.session, shop.id)
+    return schemas.ShopProfile(**shop_out(shop).model_dump(), rating=rating, review_count=count)
+
+
+async def shop_listings(
+    uow: UnitOfWork, handle: str, cursor: str | None, limit: int
+) -> tuple[list[schemas.ListingOut], str | None]:
+    """A shop's listings for sale (active or sold out), newest first."""
+    shop = await repo.shop_by_handle(uow.session, handle)
+    if shop is None:
+        raise ShopNotFound()
+    return await _listings_page(
+        uow, shop, [ListingStatus.ACTIVE, ListingStatus.SOLD_OUT], cursor, limit
+    )
+
+
+async def my_shop(uow: UnitOfWork, owner: User) -> Shop | None:
+    """The seller's own shop, if they opened one."""
+    return await repo.shop_of_owner(uow.session, owner.id)
+
+
+async def my_listings(
+    uow: UnitOfWork, owner: User, cursor: str | None, limit: int
+) -> tuple[list[schemas.ListingOut], str | None]:
+    """Every listing of the seller's shop, drafts and archived ones too, newest first."""
+    shop = await _own_shop(uow, owner)
+    return await _listings_page(uow, shop, list(ListingStatus), cursor, limit)
+
+
+async def _listings_page(
+    uow: UnitOfWork, shop: Shop, statuses: list[ListingStatus], cursor: str | None, limit: int
+) -> tuple[list[schemas.ListingOut], str | None]:
+    after = decode_time_cursor(cursor) if cursor else None
+    rows = await repo.listings_of_shop(uow.session, shop.id, statuses, after, limit)
+    items, next_cursor = page_of(rows, limit, lambda listing: (listing.created_at, listing.id))
+    variants = await repo.variants_of(uow.session, [listing.id for listing in items])
+    return [listing_out(shop, listing, variants[listing.id]) for listing in items], next_cursor
+
+
 async def _own_shop(uow: UnitOfWork, owner: User) -> Shop:
     shop = await repo.shop_of_owner(uow.session, owner.id)
     if shop is None:
@@ -172,6 +238,15 @@ def listing_out(shop: Shop, listing: Listing, variants: list[Variant]) -> schema
     )
 
 
+def _lead_time(kind: str, lead_time_days: int | None) -> int | None:
+    """Made to order needs a lead time; nothing else has one."""
+    if kind != ListingKind.MADE_TO_ORDER:
+        return None
+    if lead_time_days is None:
+        raise LeadTimeNeeded(field="lead_time_days")
+    return lead_time_days
+
+
 async def create_listing(
     uow: UnitOfWork, owner: User, body: schemas.ListingCreate
 ) -> schemas.ListingOut:
@@ -184,7 +259,7 @@ async def create_listing(
         description=body.description,
         category=body.category,
         kind=body.kind,
-        lead_time_days=body.lead_time_days,
+        lead_time_days=_lead_time(body.kind, body.lead_time_days),
         status=ListingStatus.DRAFT,
     )
     uow.session.add(listing)
@@ -203,6 +278,68 @@ async def create_listing(
     await uow.session.flush()
     uow.session.add_all(variants)
     await uow.session.flush()
+    return listing_out(shop, listing, variants)
+
+
+async def own_listing(
+    uow: UnitOfWork, owner: User, listing_id: UUID
+) -> tuple[Listing, Shop, list[Variant]]:
+    """A listing of the seller's own shop (another seller's is as good as not there)."""
+    found = await repo.listing_with_shop(uow.session, listing_id)
+    if found is None or found[1].owner_id != owner.id:
+        raise ListingNotFound()
+    listing, shop = found
+    return listing, shop, (await repo.variants_of(uow.session, [listing.id]))[listing.id]
+
+
+async def update_listing(
+    uow: UnitOfWork, owner: User, listing_id: UUID, body: schemas.ListingUpdate
+) -> schemas.ListingOut:
+    """Change a listing of the seller's own shop and its variants, all or nothing."""
+    listing, shop, current = await own_listing(uow, owner, listing_id)
+    physical = listing.kind == ListingKind.PHYSICAL
+    listing.title = body.title
+    listing.description = body.description
+    listing.category = body.category
+    listing.lead_time_days = _lead_time(listing.kind, body.lead_time_days)
+    known = {variant.id: variant for variant in current}
+    added: list[Variant] = []
+    for position, edit in enumerate(body.variants):
+        stock = edit.stock if physical else None
+        if edit.id is None:
+            added.append(
+                Variant(
+                    id=uuid7(),
+                    listing_id=listing.id,
+                    name=edit.name,
+                    price_minor=edit.price_minor,
+                    stock=stock,
+                    position=position,
+                )
+            )
+            continue
+        variant = known.get(edit.id)
+        if variant is None:
+            raise InvalidInput("That variant is not part of this listing.", field="variants")
+        values: dict[str, object] = {
+            "name": edit.name,
+            "price_minor": edit.price_minor,
+            "position": position,
+        }
+        guard: int | None = None
+        if physical and stock != edit.stock_was:
+            # Only a stock the seller actually changed is written, and only over the stock
+            # they saw: a sale meanwhile makes this a conflict, never a lost sale.
+            values["stock"] = stock
+            guard = edit.stock_was
+        if not await repo.change_variant(uow.session, listing.id, variant.id, values, guard):
+            raise StockChanged(variant_id=str(variant.id))
+    await uow.session.flush()
+    uow.session.add_all(added)
+    await uow.session.flush()
+    for variant in current:
+        await uow.session.refresh(variant)
+    variants = sorted([*current, *added], key=lambda v: (v.position, v.id))
     return listing_out(shop, listing, variants)
 
 
@@ -303,6 +440,8 @@ async def cart(uow: UnitOfWork, buyer: User) -> schemas.CartOut:
                 variant_id=variant.id,
                 listing_id=listing.id,
                 shop_handle=shop.handle,
+                shop_name=shop.name,
+                kind=listing.kind,
                 title=f"{listing.title} — {variant.name}",
                 unit_price=variant.price_minor,
                 currency=shop.currency,
@@ -336,6 +475,80 @@ def shipping_for(shop: Shop, country: str, items_total: int) -> int:
 def tax_rate(ctx: AppContext, country: str) -> int:
     rates = parse_rates(ctx.settings.tax_rates)
     return rates.get(country, rates.get("*", 0))
+
+
+CartRow = tuple[CartLine, Variant, Listing, Shop]
+
+
+def _shop_totals(shop_rows: list[CartRow], country: str, rate: int) -> tuple[int, int, int]:
+    """One shop's items, shipping and tax for a destination. Downloads travel for free."""
+    shop = shop_rows[0][3]
+    items = sum(variant.price_minor * line.quantity for line, variant, _, _ in shop_rows)
+    if all(listing.kind == ListingKind.DIGITAL for _, _, listing, _ in shop_rows):
+        shipping = 0
+    else:
+        shipping = shipping_for(shop, country, items)
+    return items, shipping, apply_rate(items + shipping, rate)
+
+
+def _by_shop(rows: list[CartRow]) -> dict[UUID, list[CartRow]]:
+    by_shop: dict[UUID, list[CartRow]] = defaultdict(list)
+    for row in rows:
+        by_shop[row[3].id].append(row)
+    return by_shop
+
+
+async def quote(
+    ctx: AppContext, uow: UnitOfWork, buyer: User, country: str
+) -> schemas.CheckoutQuote:
+    """Price the cart for a destination as checkout would, holding nothing."""
+    rows = list(await repo.cart_rows(uow.session, buyer.id))
+    problems: list[str] = []
+    if not rows:
+        problems.append(CartEmpty.message)
+    currencies = sorted({shop.currency for _, _, _, shop in rows})
+    if len(currencies) > 1:
+        problems.append(MixedCurrencies.message)
+    for line, variant, listing, _ in rows:
+        if listing.status != ListingStatus.ACTIVE:
+            problems.append(f"{listing.title} is no longer for sale: remove it from your cart.")
+        elif variant.stock is not None and variant.stock < line.quantity:
+            problems.append(f"Only {variant.stock} of {listing.title} — {variant.name} left.")
+    rate = tax_rate(ctx, country)
+    shops: list[schemas.QuoteShop] = []
+    for shop_rows in _by_shop(rows).values():
+        shop = shop_rows[0][3]
+        try:
+            items, shipping, tax = _shop_totals(shop_rows, country, rate)
+            ships = True
+        except NoShippingToCountry:
+            items = sum(v.price_minor * line.quantity for line, v, _, _ in shop_rows)
+            shipping, tax, ships = 0, 0, False
+            problems.append(f"{shop.name} does not ship to {country}.")
+        free_over = (shop.shipping_rates or {}).get("free_over")
+        shops.append(
+            schemas.QuoteShop(
+                shop_handle=shop.handle,
+                shop_name=shop.name,
+                items_total=items,
+                shipping_total=shipping,
+                tax_total=tax,
+                total=items + shipping + tax,
+                ships_to_country=ships,
+                digital_only=all(r[2].kind == ListingKind.DIGITAL for r in shop_rows),
+                free_shipping_over=free_over if isinstance(free_over, int) else None,
+            )
+        )
+    return schemas.CheckoutQuote(
+        country=country,
+        currency=currencies[0] if len(currencies) == 1 else None,
+        shops=shops,
+        items_total=sum(s.items_total for s in shops),
+        shipping_total=sum(s.shipping_total for s in shops),
+        tax_total=sum(s.tax_total for s in shops),
+        total=sum(s.total for s in shops),
+        problems=problems,
+    )
 
 
 async def start_checkout(
@@ -395,14 +608,9 @@ async def _checkout(
         if listing.status != ListingStatus.ACTIVE:
             raise NotForSale(variant_id=str(variant.id))
     rate = tax_rate(ctx, country)
-    by_shop: dict[UUID, list[tuple[CartLine, Variant, Listing, Shop]]] = defaultdict(list)
-    for row in rows:
-        by_shop[row[3].id].append(row)
-    for shop_rows in by_shop.values():
+    for shop_rows in _by_shop(list(rows)).values():
         shop = shop_rows[0][3]
-        items = sum(variant.price_minor * line.quantity for line, variant, _, _ in shop_rows)
-        shipping = shipping_for(shop, country, items)
-        tax = apply_rate(items + shipping, rate)
+        items, shipping, tax = _shop_totals(shop_rows, country, rate)
         order = Order(
             id=uuid7(),
             checkout_id=checkout.id,

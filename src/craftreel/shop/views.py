@@ -1,0 +1,1127 @@
+"""Shop pages: a shop, a listing, the cart, checkout and payment, orders and the seller's
+dashboard.
+
+Handlers are thin: they read the form, call the same service functions the JSON API calls,
+then render or redirect (303, with a toast). A form the service turns down is rendered again
+with its errors while the request's transaction rolls back (``FormRejected``, as on the
+accounts pages), so nothing half-written is kept.
+
+Paying asks the payment provider, which must not happen while a transaction is held (on
+SQLite every transaction holds the write lock). Those handlers authenticate in a short
+transaction of their own (``ApiOrWebUser``, which also checks CSRF) and the payment services
+open their own, exactly as the JSON payment endpoints do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, ValidationError
+
+from craftreel.accounts.api import read_upload
+from craftreel.accounts.deps import ApiOrWebUser, WebIdentity, WebOptionalIdentity
+from craftreel.accounts.models import User
+from craftreel.accounts.service import Identity
+from craftreel.accounts.views import (
+    FormInvalid,
+    FormRejected,
+    PageRoute,
+    Toast,
+    field_errors,
+    page,
+    redirect,
+    safe_next,
+)
+from craftreel.context import AppContext
+from craftreel.core import idempotency
+from craftreel.core.clock import utcnow
+from craftreel.core.db import UnitOfWork
+from craftreel.core.errors import Conflict, DomainError, InvalidInput
+from craftreel.core.web import verify_csrf
+from craftreel.deps import Ctx, Uow
+from craftreel.shop import downloads, orders, payments, schemas, service
+from craftreel.shop.models import Category, ListingKind, ListingStatus, OrderStatus
+from craftreel.shop.prices import format_price, parse_price, plain_amount
+
+router = APIRouter(
+    include_in_schema=False, dependencies=[Depends(verify_csrf)], route_class=PageRoute
+)
+
+PAGE_SIZE = 24
+Text = Annotated[str, Form()]
+TextList = Annotated[list[str] | None, Form()]
+NextPath = Annotated[str, Form(alias="next")]
+M = TypeVar("M", bound=BaseModel)
+
+COUNTRIES: dict[str, str] = {
+    "GB": "United Kingdom",
+    "IE": "Ireland",
+    "FR": "France",
+    "DE": "Germany",
+    "NL": "Netherlands",
+    "BE": "Belgium",
+    "ES": "Spain",
+    "IT": "Italy",
+    "PT": "Portugal",
+    "AT": "Austria",
+    "CH": "Switzerland",
+    "DK": "Denmark",
+    "SE": "Sweden",
+    "NO": "Norway",
+    "FI": "Finland",
+    "PL": "Poland",
+    "US": "United States",
+    "CA": "Canada",
+    "AU": "Australia",
+    "NZ": "New Zealand",
+    "JP": "Japan",
+}
+CURRENCIES = {
+    "GBP": "£ GBP",
+    "EUR": "€ EUR",
+    "USD": "$ USD",
+    "CAD": "CA$ CAD",
+    "AUD": "A$ AUD",
+}
+KINDS = {
+    ListingKind.PHYSICAL: "Made and in stock",
+    ListingKind.MADE_TO_ORDER: "Made to order",
+    ListingKind.DIGITAL: "Digital download (PDF)",
+}
+STATUS_LABELS = {
+    OrderStatus.PLACED: "Awaiting payment",
+    OrderStatus.PAID: "Paid",
+    OrderStatus.SHIPPED: "Shipped",
+    OrderStatus.DELIVERED: "Delivered",
+    OrderStatus.COMPLETED: "Completed",
+    OrderStatus.CANCELLED: "Cancelled",
+    ListingStatus.DRAFT: "Draft",
+    ListingStatus.ACTIVE: "Active",
+    ListingStatus.SOLD_OUT: "Sold out",
+    ListingStatus.ARCHIVED: "Archived",
+}
+TIMELINE = [
+    (OrderStatus.PLACED, "Placed"),
+    (OrderStatus.PAID, "Paid"),
+    (OrderStatus.SHIPPED, "Shipped"),
+    (OrderStatus.DELIVERED, "Delivered"),
+    (OrderStatus.COMPLETED, "Completed"),
+]
+#: What to tell a buyer whose card the provider refused (by the provider's failure code).
+PAYMENT_FAILURES = {
+    "card_declined": "Your card was declined. Nothing was charged — try another card.",
+    "insufficient_funds": (
+        "Your card has insufficient funds. Nothing was charged — try another card."
+    ),
+}
+PAYMENT_FAILED = "The payment did not go through. Nothing was charged — try again."
+#: The built-in test provider's cards, as the checkout page explains them.
+TEST_CARDS = [
+    ("4242 4242 4242 4242", "Pays successfully"),
+    ("4000 0000 0000 0002", "Is declined"),
+    ("4000 0000 0000 9995", "Fails: insufficient funds"),
+    ("4000 0000 0000 3220", "Asks you to confirm the payment first"),
+]
+
+# What to say when a field fails its schema; pydantic's own words are for developers.
+FIELD_PROBLEMS = {
+    "title": "Give it a title of up to 140 characters.",
+    "description": "Keep the description to 10,000 characters.",
+    "category": "Choose a category.",
+    "kind": "Choose what kind of listing this is.",
+    "lead_time_days": "Enter how many days it takes to make, 1 to 365.",
+    "variants": "Add at least one option with a price.",
+    "price_minor": "Enter a price like 12.50.",
+    "stock": "Enter how many you have, 0 or more.",
+    "quantity": "Choose a quantity from 1 to 99.",
+    "variant_id": "Choose an option.",
+    "handle": "Use 3 to 40 letters, numbers, dots, dashes or underscores, starting with a "
+    "letter or number.",
+    "currency": "Choose a currency.",
+    "origin_country": "Choose the country you ship from.",
+    "shipping_policy": "Keep it to 4,000 characters.",
+    "returns_policy": "Keep it to 4,000 characters.",
+    "shipping_rates": "Enter shipping prices like 3.95.",
+    "free_shipping_over": "Enter an amount like 50.00, or leave it empty.",
+    "line1": "Enter the first line of the address.",
+    "city": "Enter the town or city.",
+    "postcode": "Enter the postcode.",
+    "country": "Choose a country.",
+    "stars": "Choose 1 to 5 stars.",
+    "text": "Keep it to 4,000 characters.",
+    "carrier": "Enter the carrier, like Royal Mail.",
+    "tracking_number": "Enter the tracking number.",
+}
+#: Field names that mean different things in different forms.
+NAME_PROBLEMS = {
+    "address": "Enter the name to deliver to.",
+    "shop": "Enter your shop’s name (up to 80 characters).",
+    "variant": "Name this option, like Blue or Large.",
+}
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def _helpers() -> dict[str, Any]:
+    """What every shop template may call."""
+    return {
+        "price": format_price,
+        "amount": plain_amount,
+        "countries": COUNTRIES,
+        "currencies": CURRENCIES,
+        "kinds": KINDS,
+        "categories": [(c.value, c.value.replace("_", " ").capitalize()) for c in Category],
+        "status_label": lambda status: STATUS_LABELS.get(status, str(status).capitalize()),
+        "short_id": lambda value: str(value).replace("-", "")[-8:].upper(),
+        "day": lambda moment: moment.strftime("%-d %b %Y") if moment else "",
+        "stamp": lambda moment: moment.strftime("%-d %b %Y, %H:%M UTC") if moment else "",
+    }
+
+
+def shop_page(
+    request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """Render a shop page (with the toast a redirect left for it)."""
+    return page(request, template, {**_helpers(), **(context or {})}, status_code=status_code)
+
+
+def _reject(
+    request: Request, template: str, exc: DomainError, context: dict[str, Any]
+) -> FormRejected:
+    """The form rendered again with the error next to its field; the transaction rolls back."""
+    errors = field_errors(exc)
+    response = shop_page(request, template, {**context, "errors": errors}, exc.status_code)
+    return FormRejected(response, exc)
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def toast_header(toast: Toast) -> dict[str, str]:
+    """An HX-Trigger header that makes app.js show ``toast``."""
+    text, kind = toast
+    return {"HX-Trigger": json.dumps({"craftreel:toast": {"message": text, "kind": kind}})}
+
+
+def parse(model: type[M], names: str = "", **values: Any) -> M:
+    """The form as a schema, or ``FormInvalid`` naming each field that failed (nested fields
+    as ``variants.0.price_minor``). ``names`` says what a top-level ``name`` field names."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems: dict[str, str] = {}
+        for error in exc.errors():
+            loc = [str(part) for part in error["loc"]]
+            last = loc[-1] if loc else ""
+            if last == "name":
+                message = NAME_PROBLEMS.get(names if len(loc) == 1 else "variant", "Enter a name.")
+            else:
+                message = FIELD_PROBLEMS.get(last, str(error["msg"]))
+            problems.setdefault(".".join(loc), message)
+        raise FormInvalid(fields=problems) from exc
+
+
+def new_key() -> str:
+    """A fresh Idempotency-Key for one rendering of a form that charges or places an order."""
+    return secrets.token_urlsafe(18)
+
+
+CartGroup = tuple[str, str, list[schemas.CartLineOut]]
+
+
+def _grouped(lines: Sequence[schemas.CartLineOut]) -> list[CartGroup]:
+    """Cart lines by shop, in the order shops first appear: (handle, name, lines)."""
+    groups: dict[str, CartGroup] = {}
+    for line in lines:
+        groups.setdefault(line.shop_handle, (line.shop_handle, line.shop_name, []))[2].append(line)
+    return list(groups.values())
+
+
+async def _is_shop_owner(uow: UnitOfWork, viewer: Identity | None, shop_id: UUID) -> bool:
+    if viewer is None:
+        return False
+    mine = await service.my_shop(uow, viewer.user)
+    return mine is not None and mine.id == shop_id
+
+
+# --- a shop and a listing ---------------------------------------------------------------
+
+
+@router.get("/shop/{handle}")
+async def shop(
+    handle: str,
+    request: Request,
+    viewer: WebOptionalIdentity,
+    ctx: Ctx,
+    uow: Uow,
+    cursor: str | None = None,
+) -> Response:
+    """A shop: its name, policies, rating, and what it has for sale."""
+    profile = await service.shop_profile(uow, handle)
+    listings, next_cursor = await service.shop_listings(uow, handle, cursor, PAGE_SIZE)
+    reviews = await orders.shop_reviews(ctx, uow, profile.id, limit=6)
+    return shop_page(
+        request,
+        "shop/shop.html",
+        {
+            "shop": profile,
+            "listings": listings,
+            "next_cursor": next_cursor,
+            "reviews": reviews,
+            "is_owner": await _is_shop_owner(uow, viewer, profile.id),
+        },
+    )
+
+
+def stock_note(listing: schemas.ListingOut, variant: schemas.VariantOut) -> str:
+    """What a buyer needs to know about getting this variant."""
+    if listing.kind == ListingKind.DIGITAL:
+        return "Digital download"
+    if listing.kind == ListingKind.MADE_TO_ORDER:
+        days = listing.lead_time_days or 0
+        return f"Made to order, ships in {days} day{'s' if days != 1 else ''}"
+    if variant.stock is None:
+        return "In stock"
+    if variant.stock == 0:
+        return "Sold out"
+    return f"Only {variant.stock} left" if variant.stock <= 3 else f"{variant.stock} in stock"
+
+
+@router.get("/listings/{listing_id}")
+async def listing(
+    listing_id: UUID, request: Request, viewer: WebOptionalIdentity, ctx: Ctx, uow: Uow
+) -> Response:
+    """A listing: gallery, description, variants with price and stock, reviews."""
+    found = await service.get_listing(uow, viewer.user if viewer else None, listing_id)
+    profile = await service.shop_profile(uow, found.shop_handle)
+    prices = sorted({v.price_minor for v in found.variants})
+    currency = profile.currency
+    price_label = (
+        format_price(prices[0], currency)
+        if len(prices) == 1
+        else f"From {format_price(prices[0], currency)}"
+    )
+    return shop_page(
+        request,
+        "shop/listing.html",
+        {
+            "listing": found,
+            "shop": profile,
+            "price_label": price_label,
+            "notes": {v.id: stock_note(found, v) for v in found.variants},
+            "buyable": [v for v in found.variants if v.available],
+            "reviews": await orders.listing_reviews(ctx, uow, listing_id),
+            "is_owner": await _is_shop_owner(uow, viewer, profile.id),
+            "signed_in": viewer is not None,
+        },
+    )
+
+
+# --- the cart ---------------------------------------------------------------------------
+
+
+@router.post("/cart/lines")
+async def add_to_cart(
+    request: Request,
+    identity: WebIdentity,
+    uow: Uow,
+    variant_id: Text = "",
+    quantity: Text = "1",
+) -> Response:
+    """Add a variant to the cart: htmx gets a toast (and the cart count); a form, the cart."""
+    body = parse(schemas.CartLineIn, variant_id=variant_id, quantity=quantity or "1")
+    cart = await service.add_to_cart(uow, identity.user, body)
+    toast: Toast = ("Added to your cart.", "success")
+    if is_htmx(request):
+        count = sum(line.quantity for line in cart.lines)
+        response = shop_page(request, "shop/_cart_link.html", {"count": count, "oob": True})
+        response.headers.update(toast_header(toast))
+        return response
+    return redirect(request, "/cart", toast)
+
+
+@router.get("/cart")
+async def cart(request: Request, identity: WebIdentity, uow: Uow) -> Response:
+    """The cart by shop, with today's prices and stock."""
+    current = await service.cart(uow, identity.user)
+    return shop_page(
+        request,
+        "shop/cart.html",
+        {
+            "cart": current,
+            "groups": _grouped(current.lines),
+            "blocked": any(line.availability != "ok" for line in current.lines),
+        },
+    )
+
+
+@router.post("/cart/lines/{variant_id}")
+async def set_quantity(
+    variant_id: UUID, request: Request, identity: WebIdentity, uow: Uow, quantity: Text = ""
+) -> Response:
+    """Change a line's quantity; 0 (or the Remove button) takes it out."""
+    if not quantity.strip().isdigit() or not 0 <= int(quantity) <= 99:
+        raise InvalidInput(FIELD_PROBLEMS["quantity"], field="quantity")
+    count = int(quantity)
+    current = await service.set_cart_quantity(uow, identity.user, variant_id, count)
+    toast: Toast = (
+        ("Removed from your cart.", "info") if count == 0 else ("Cart updated.", "success")
+    )
+    if not is_htmx(request):
+        return redirect(request, "/cart", toast)
+    response = shop_page(
+        request,
+        "shop/cart.html",
+        {
+            "cart": current,
+            "groups": _grouped(current.lines),
+            "blocked": any(line.availability != "ok" for line in current.lines),
+        },
+    )
+    response.headers.update(toast_header(toast))
+    return response
+
+
+# --- checkout and paying ----------------------------------------------------------------
+
+
+async def _checkout_context(
+    ctx: AppContext, uow: UnitOfWork, user: User, values: dict[str, str]
+) -> dict[str, Any]:
+    country = values.get("country") or "GB"
+    if country not in COUNTRIES:
+        country = "GB"
+    current = await service.cart(uow, user)
+    return {
+        "values": {**values, "country": country},
+        "errors": {},
+        "cart": current,
+        "groups": _grouped(current.lines),
+        "quote": await service.quote(ctx, uow, user, country),
+        "idempotency_key": new_key(),
+        "test_cards": TEST_CARDS,
+    }
+
+
+@router.get("/checkout")
+async def checkout(
+    request: Request, identity: WebIdentity, ctx: Ctx, uow: Uow, country: str = ""
+) -> Response:
+    """Where to send it and how to pay: totals per shop (items, shipping, tax) for the
+    chosen country, the test card, and a fresh Idempotency-Key for this form."""
+    context = await _checkout_context(ctx, uow, identity.user, {"country": country})
+    if not context["cart"].lines:
+        return redirect(request, "/cart", ("Your cart is empty.", "info"))
+    return shop_page(request, "shop/checkout.html", context)
+
+
+async def _checkout_again(
+    request: Request, ctx: AppContext, user: User, values: dict[str, str], exc: DomainError
+) -> Response:
+    """The checkout form again with what went wrong (in a transaction of its own)."""
+    async with ctx.uow() as uow:
+        context = await _checkout_context(ctx, uow, user, values)
+    return shop_page(
+        request, "shop/checkout.html", {**context, "errors": field_errors(exc)}, exc.status_code
+    )
+
+
+def _card(card_number: str) -> str:
+    if not card_number.strip():
+        raise InvalidInput("Enter a card number.", field="card_number")
+    return payments.card_digits(card_number)
+
+
+def _form_key(value: str) -> str:
+    try:
+        return idempotency.check_key(value)
+    except InvalidInput as exc:
+        raise InvalidInput("This form has expired. Reload the page and try again.") from exc
+
+
+@router.post("/checkout")
+async def place_order(
+    request: Request,
+    user: ApiOrWebUser,
+    ctx: Ctx,
+    name: Text = "",
+    line1: Text = "",
+    line2: Text = "",
+    city: Text = "",
+    postcode: Text = "",
+    country: Text = "",
+    card_number: Text = "",
+    idempotency_key: Text = "",
+) -> Response:
+    """Place the order (one per shop, stock held) and pay it with the test card.
+
+    The form carries a key made when it was rendered: the checkout is made with it and the
+    payment with it plus the card, so a repeated submit finds the same checkout and the same
+    payment and nothing is charged twice; another card after a refusal is a new attempt.
+    """
+    values = {
+        "name": name,
+        "line1": line1,
+        "line2": line2,
+        "city": city,
+        "postcode": postcode,
+        "country": country,
+    }
+    try:
+        address = parse(
+            schemas.Address,
+            names="address",
+            name=name,
+            line1=line1,
+            line2=line2.strip(),
+            city=city,
+            postcode=postcode,
+            country=country,
+        )
+        digits = _card(card_number)
+        key = _form_key(idempotency_key)
+        async with ctx.uow() as uow:
+            _, placed = await service.start_checkout(
+                ctx, uow, user, schemas.CheckoutCreate(shipping_address=address), key
+            )
+    except DomainError as exc:
+        return await _checkout_again(request, ctx, user, values, exc)
+    orders_placed = placed["orders"]
+    assert isinstance(orders_placed, list) and orders_placed
+    landing = UUID(str(orders_placed[0]["id"]))
+    return await _pay(request, ctx, user, UUID(str(placed["id"])), landing, digits, key)
+
+
+async def _pay(
+    request: Request,
+    ctx: AppContext,
+    user: User,
+    checkout_id: UUID,
+    landing: UUID,
+    digits: str,
+    key: str,
+) -> Response:
+    """Charge the card; then to the order (paid or being confirmed) or back to the payment
+    page (refused, or a step to complete)."""
+    card_hash = hashlib.sha256(digits.encode()).hexdigest()[:16]
+    try:
+        payment = await payments.pay(
+            ctx,
+            user,
+            checkout_id,
+            payments.PaymentCreate(card_number=digits),
+            f"{key}:{card_hash}",
+        )
+    except Conflict:
+        # A twin of this submit is paying right now: its page tells how it went.
+        return redirect(request, f"/checkout/{checkout_id}")
+    except DomainError as exc:
+        return redirect(request, f"/checkout/{checkout_id}", (exc.detail_message, "error"))
+    if payment.status in (payments.PaymentStatus.PROCESSING, payments.PaymentStatus.SUCCEEDED):
+        return redirect(
+            request, f"/orders/{landing}", ("Thank you! Your order is placed.", "success")
+        )
+    return redirect(request, f"/checkout/{checkout_id}")
+
+
+def _failure_message(payment: payments.PaymentOut | None) -> str | None:
+    if payment is None or payment.status != payments.PaymentStatus.FAILED:
+        return None
+    return PAYMENT_FAILURES.get(payment.failure_code or "", PAYMENT_FAILED)
+
+
+async def _payment_context(uow: UnitOfWork, user: User, checkout_id: UUID) -> dict[str, Any]:
+    placed = await service.get_checkout(uow, user, checkout_id)
+    payment = await payments.latest_payment(uow, user, checkout_id)
+    return {
+        "checkout": placed,
+        "payment": payment,
+        "failure": _failure_message(payment),
+        "payable": placed.status == "open" and placed.expires_at > utcnow(),
+        "idempotency_key": new_key(),
+        "test_cards": TEST_CARDS,
+        "errors": {},
+    }
+
+
+@router.get("/checkout/{checkout_id}")
+async def payment_page(
+    checkout_id: UUID, request: Request, identity: WebIdentity, uow: Uow
+) -> Response:
+    """A placed checkout's payment: try a card (again), or complete the bank's step."""
+    context = await _payment_context(uow, identity.user, checkout_id)
+    payment = context["payment"]
+    done = payments.PaymentStatus.PROCESSING, payments.PaymentStatus.SUCCEEDED
+    if context["checkout"].status == "paid" or (payment and payment.status in done):
+        return redirect(request, f"/orders/{context['checkout'].orders[0].id}")
+    return shop_page(request, "shop/pay.html", context)
+
+
+@router.post("/checkout/{checkout_id}/pay")
+async def pay_again(
+    checkout_id: UUID,
+    request: Request,
+    user: ApiOrWebUser,
+    ctx: Ctx,
+    card_number: Text = "",
+    idempotency_key: Text = "",
+) -> Response:
+    """Pay a placed checkout with a card (after a refusal, or from the orders page)."""
+    try:
+        digits = _card(card_number)
+        key = _form_key(idempotency_key)
+    except DomainError as exc:
+        async with ctx.uow() as uow:
+            context = await _payment_context(uow, user, checkout_id)
+        context["errors"] = field_errors(exc)
+        return shop_page(request, "shop/pay.html", context, exc.status_code)
+    async with ctx.uow() as uow:
+        placed = await service.get_checkout(uow, user, checkout_id)
+    return await _pay(request, ctx, user, checkout_id, placed.orders[0].id, digits, key)
+
+
+@router.post("/payments/{payment_id}/confirm")
+async def confirm_payment(
+    payment_id: UUID, request: Request, user: ApiOrWebUser, ctx: Ctx
+) -> Response:
+    """Complete the step the bank asked for (the test card 4000 0000 0000 3220)."""
+    payment = await payments.confirm_payment(ctx, user, payment_id)
+    if payment.status not in (payments.PaymentStatus.PROCESSING, payments.PaymentStatus.SUCCEEDED):
+        return redirect(request, f"/checkout/{payment.checkout_id}")
+    async with ctx.uow() as uow:
+        placed = await service.get_checkout(uow, user, payment.checkout_id)
+    return redirect(
+        request,
+        f"/orders/{placed.orders[0].id}",
+        ("Payment confirmed. Thank you! Your order is placed.", "success"),
+    )
+
+
+# --- orders -----------------------------------------------------------------------------
+
+
+@router.get("/orders")
+async def order_history(
+    request: Request, identity: WebIdentity, uow: Uow, cursor: str | None = None
+) -> Response:
+    """My orders, newest first."""
+    items, next_cursor = await orders.buyer_orders(uow, identity.user, cursor, PAGE_SIZE)
+    template = "shop/_order_rows.html" if is_htmx(request) and cursor else "shop/orders.html"
+    return shop_page(request, template, {"orders": items, "next_cursor": next_cursor})
+
+
+def timeline(order: orders.OrderDetail) -> list[dict[str, Any]]:
+    """The steps from placed to completed: which are done, which is now, and when."""
+    steps = [status for status, _ in TIMELINE]
+    reached = steps.index(OrderStatus(order.status)) if order.status in steps else -1
+    when: dict[str, datetime | None] = {
+        OrderStatus.PLACED: order.created_at,
+        OrderStatus.PAID: order.paid_at,
+        OrderStatus.SHIPPED: order.shipped_at,
+        OrderStatus.DELIVERED: order.delivered_at,
+        OrderStatus.COMPLETED: None,
+    }
+    return [
+        {
+            "status": status,
+            "label": label,
+            "done": n <= reached,
+            "current": n == reached,
+            "at": when[status] if n <= reached else None,
+        }
+        for n, (status, label) in enumerate(TIMELINE)
+    ]
+
+
+def awaiting_payment(order: orders.OrderDetail) -> bool:
+    """A payment is on its way (the provider said yes; its confirmation has not landed)."""
+    in_flight = (
+        payments.PaymentStatus.REQUIRES_PAYMENT,
+        payments.PaymentStatus.PROCESSING,
+        payments.PaymentStatus.SUCCEEDED,
+    )
+    return order.status == OrderStatus.PLACED and order.payment_status in in_flight
+
+
+def _order_context(order: orders.OrderDetail) -> dict[str, Any]:
+    return {
+        "order": order,
+        "timeline": timeline(order),
+        "waiting": awaiting_payment(order),
+        "errors": {},
+        "values": {},
+    }
+
+
+@router.get("/orders/{order_id}")
+async def order_page(
+    order_id: UUID, request: Request, identity: WebIdentity, ctx: Ctx, uow: Uow
+) -> Response:
+    """One order, for its buyer (or the seller it was bought from)."""
+    detail = await orders.order_detail(ctx, uow, identity.user, order_id)
+    return shop_page(request, "shop/order.html", _order_context(detail))
+
+
+@router.get("/orders/{order_id}/status")
+async def order_status(order_id: UUID, identity: WebIdentity, ctx: Ctx, uow: Uow) -> Response:
+    """Polled while a payment is being confirmed: the page reloads once it has been."""
+    detail = await orders.order_detail(ctx, uow, identity.user, order_id)
+    if awaiting_payment(detail):
+        return Response(status_code=204)
+    return Response(status_code=200, headers={"HX-Refresh": "true"})
+
+
+@router.post("/orders/{order_id}/delivered")
+async def mark_delivered(
+    order_id: UUID, request: Request, identity: WebIdentity, uow: Uow
+) -> Response:
+    """The buyer says the parcel arrived."""
+    await orders.mark_delivered(uow, identity.user, order_id)
+    return redirect(request, f"/orders/{order_id}", ("Marked as delivered. Enjoy it!", "success"))
+
+
+@router.post("/orders/{order_id}/complete")
+async def complete(order_id: UUID, request: Request, identity: WebIdentity, uow: Uow) -> Response:
+    """The buyer is happy with a delivered order: it is completed."""
+    await orders.complete(uow, identity.user, order_id)
+    return redirect(request, f"/orders/{order_id}", ("Order completed. Thank you!", "success"))
+
+
+@router.post("/orders/{order_id}/ship")
+async def ship(
+    order_id: UUID,
+    request: Request,
+    identity: WebIdentity,
+    ctx: Ctx,
+    uow: Uow,
+    carrier: Text = "",
+    tracking_number: Text = "",
+) -> Response:
+    """The seller sends a paid order: carrier and tracking number (the buyer is emailed)."""
+    detail = await orders.order_detail(ctx, uow, identity.user, order_id)
+    values = {"carrier": carrier, "tracking_number": tracking_number}
+    try:
+        body = parse(orders.ShipmentIn, carrier=carrier, tracking_number=tracking_number)
+        await orders.ship(ctx, uow, identity.user, order_id, body)
+    except DomainError as exc:
+        context = {**_order_context(detail), "values": values}
+        raise _reject(request, "shop/order.html", exc, context) from exc
+    return redirect(
+        request,
+        f"/orders/{order_id}",
+        ("Marked as shipped. The buyer has been emailed the tracking number.", "success"),
+    )
+
+
+@router.get("/orders/{order_id}/lines/{line_id}/download")
+async def download(
+    order_id: UUID, line_id: UUID, identity: WebIdentity, ctx: Ctx, uow: Uow
+) -> Response:
+    """A digital item's file, through a short-lived signed link (paid orders, buyer only)."""
+    url = await downloads.download_url(ctx, uow, identity.user, order_id, line_id)
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/orders/{order_id}/lines/{line_id}/review")
+async def review(
+    order_id: UUID,
+    line_id: UUID,
+    request: Request,
+    identity: WebIdentity,
+    ctx: Ctx,
+    uow: Uow,
+    stars: Text = "",
+    text: Text = "",
+    photo: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    """Review a line that arrived: stars, words and one photo, once."""
+    user = identity.user
+    detail = await orders.order_detail(ctx, uow, user, order_id)
+    if detail.viewer != "buyer" or line_id not in {line.id for line in detail.lines}:
+        raise orders.OrderNotFound()
+    values = {"line_id": str(line_id), "stars": stars, "text": text}
+    try:
+        body = parse(orders.ReviewIn, stars=stars or None, text=text)
+        written = await orders.review(uow, user, line_id, body)
+        if photo is not None and photo.filename:
+            data = await read_upload(photo, ctx.settings.upload_max_image_bytes)
+            await orders.attach_review_photo(ctx, uow, user, written.id, data)
+    except DomainError as exc:
+        context = {**_order_context(detail), "values": values}
+        raise _reject(request, "shop/order.html", exc, context) from exc
+    return redirect(request, f"/orders/{order_id}", ("Thank you for your review!", "success"))
+
+
+# --- selling ----------------------------------------------------------------------------
+
+
+def _shop_values() -> dict[str, str]:
+    return {"currency": "GBP", "origin_country": "GB"}
+
+
+@router.get("/sell")
+async def sell(request: Request, identity: WebIdentity, ctx: Ctx, uow: Uow) -> Response:
+    """The seller's dashboard: orders to ship and shipped, revenue, listings, reviews — or,
+    before any of that, the form that opens a shop."""
+    user = identity.user
+    mine = await service.my_shop(uow, user)
+    if mine is None:
+        return shop_page(request, "shop/open_shop.html", {"values": _shop_values(), "errors": {}})
+    listings, _ = await service.my_listings(uow, user, None, 100)
+    to_ship, _ = await orders.seller_orders(uow, user, OrderStatus.PAID, None, 20)
+    shipped, _ = await orders.seller_orders(uow, user, OrderStatus.SHIPPED, None, 20)
+    no_file = {
+        item.id
+        for item in listings
+        if item.kind == ListingKind.DIGITAL and not await downloads.has_file(ctx, item.id)
+    }
+    return shop_page(
+        request,
+        "shop/sell.html",
+        {
+            "shop": service.shop_out(mine),
+            "dashboard": await orders.dashboard(uow, user),
+            "listings": listings,
+            "to_ship": to_ship,
+            "shipped": shipped,
+            "reviews": await orders.my_shop_reviews(ctx, uow, user, 10),
+            "no_file": no_file,
+            "errors": {},
+            "values": {},
+        },
+    )
+
+
+def _minor(text: str, currency: str, field: str) -> int | None:
+    """A typed price as minor units (None when left empty)."""
+    if not text.strip():
+        return None
+    try:
+        return parse_price(text, currency)
+    except ValueError:
+        raise FormInvalid(fields={field: FIELD_PROBLEMS["price_minor"]}) from None
+
+
+@router.post("/sell/shop")
+async def open_shop(
+    request: Request,
+    identity: WebIdentity,
+    uow: Uow,
+    name: Text = "",
+    handle: Text = "",
+    currency: Text = "GBP",
+    origin_country: Text = "GB",
+    home_rate: Text = "",
+    world_rate: Text = "",
+    free_over: Text = "",
+    shipping_policy: Text = "",
+    returns_policy: Text = "",
+) -> Response:
+    """Open my shop, with shipping prices for home and for everywhere else."""
+    values = {
+        "name": name,
+        "handle": handle,
+        "currency": currency,
+        "origin_country": origin_country,
+        "home_rate": home_rate,
+        "world_rate": world_rate,
+        "free_over": free_over,
+        "shipping_policy": shipping_policy,
+        "returns_policy": returns_policy,
+    }
+    try:
+        money = currency if currency in CURRENCIES else "GBP"
+        rates: dict[str, int] = {}
+        home = _minor(home_rate, money, "home_rate")
+        world = _minor(world_rate, money, "world_rate")
+        if home is not None:
+            rates[origin_country] = home
+        if world is not None:
+            rates["*"] = world
+        body = parse(
+            schemas.ShopCreate,
+            names="shop",
+            name=name,
+            handle=handle.strip().lstrip("@"),
+            currency=currency,
+            origin_country=origin_country,
+            shipping_policy=shipping_policy.strip(),
+            returns_policy=returns_policy.strip(),
+            shipping_rates=rates,
+            free_shipping_over=_minor(free_over, money, "free_shipping_over"),
+        )
+        await service.open_shop(uow, identity.user, body)
+    except DomainError as exc:
+        raise _reject(request, "shop/open_shop.html", exc, {"values": values}) from exc
+    return redirect(request, "/sell", ("Your shop is open. Add your first listing.", "success"))
+
+
+def _variant_rows(
+    ids: list[str] | None,
+    names: list[str] | None,
+    prices: list[str] | None,
+    stocks: list[str] | None,
+    stocks_was: list[str] | None,
+) -> list[dict[str, str]]:
+    """The variant rows as typed; empty extra rows are dropped."""
+    ids, names, prices = ids or [], names or [], prices or []
+    stocks, stocks_was = stocks or [], stocks_was or []
+    count = max(len(names), len(prices), len(stocks), len(ids))
+
+    def at(values: list[str], n: int) -> str:
+        return values[n].strip() if n < len(values) else ""
+
+    rows = []
+    for n in range(count):
+        row = {
+            "id": at(ids, n),
+            "name": at(names, n),
+            "price": at(prices, n),
+            "stock": at(stocks, n),
+            "stock_was": at(stocks_was, n),
+        }
+        if row["id"] or row["name"] or row["price"] or row["stock"]:
+            rows.append(row)
+    return rows
+
+
+def _variants_payload(rows: list[dict[str, str]], currency: str, kind: str) -> list[dict[str, Any]]:
+    """The typed rows as the schema's variants; each bad price or stock named by its row."""
+    problems: dict[str, str] = {}
+    payload: list[dict[str, Any]] = []
+    for n, row in enumerate(rows):
+        item: dict[str, Any] = {"name": row["name"]}
+        if row["id"]:
+            item["id"] = row["id"]
+        try:
+            item["price_minor"] = parse_price(row["price"], currency)
+        except ValueError:
+            problems[f"variants.{n}.price_minor"] = FIELD_PROBLEMS["price_minor"]
+        if kind == ListingKind.PHYSICAL:
+            if not row["stock"].isdigit():
+                problems[f"variants.{n}.stock"] = FIELD_PROBLEMS["stock"]
+            else:
+                item["stock"] = int(row["stock"])
+            if row["stock_was"].isdigit():
+                item["stock_was"] = int(row["stock_was"])
+        payload.append(item)
+    if problems:
+        raise FormInvalid(fields=problems)
+    return payload
+
+
+def _listing_values(found: schemas.ListingOut) -> dict[str, Any]:
+    currency = found.variants[0].currency if found.variants else "GBP"
+    return {
+        "title": found.title,
+        "description": found.description,
+        "category": found.category,
+        "kind": found.kind,
+        "lead_time_days": str(found.lead_time_days or ""),
+        "rows": [
+            {
+                "id": str(v.id),
+                "name": v.name,
+                "price": plain_amount(v.price_minor, currency),
+                "stock": "" if v.stock is None else str(v.stock),
+                "stock_was": "" if v.stock is None else str(v.stock),
+            }
+            for v in found.variants
+        ],
+    }
+
+
+def _listing_form(
+    shop_currency: str, values: dict[str, Any], listing: schemas.ListingOut | None = None
+) -> dict[str, Any]:
+    return {
+        "values": values,
+        "errors": {},
+        "listing": listing,
+        "currency": shop_currency,
+        "max_file_mb": downloads.MAX_BYTES // (1024 * 1024),
+    }
+
+
+@router.get("/sell/listings/new")
+async def new_listing(request: Request, identity: WebIdentity, uow: Uow) -> Response:
+    mine = await service.my_shop(uow, identity.user)
+    if mine is None:
+        return redirect(request, "/sell", ("Open your shop first.", "info"))
+    values = {"kind": ListingKind.PHYSICAL, "category": "", "rows": []}
+    return shop_page(request, "shop/listing_form.html", _listing_form(mine.currency, values))
+
+
+@router.post("/sell/listings")
+async def create_listing(
+    request: Request,
+    identity: WebIdentity,
+    ctx: Ctx,
+    uow: Uow,
+    title: Text = "",
+    description: Text = "",
+    category: Text = "",
+    kind: Text = ListingKind.PHYSICAL,
+    lead_time_days: Text = "",
+    variant_id: TextList = None,
+    variant_name: TextList = None,
+    variant_price: TextList = None,
+    variant_stock: TextList = None,
+    variant_stock_was: TextList = None,
+    action: Text = "draft",
+    file: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    """A new listing (a draft, or published at once), with its file when it is digital."""
+    user = identity.user
+    mine = await service.my_shop(uow, user)
+    if mine is None:
+        return redirect(request, "/sell", ("Open your shop first.", "info"))
+    rows = _variant_rows(variant_id, variant_name, variant_price, variant_stock, variant_stock_was)
+    values = {
+        "title": title,
+        "description": description,
+        "category": category,
+        "kind": kind,
+        "lead_time_days": lead_time_days,
+        "rows": rows,
+    }
+    try:
+        body = parse(
+            schemas.ListingCreate,
+            title=title,
+            description=description.strip(),
+            category=category or None,
+            kind=kind,
+            lead_time_days=lead_time_days.strip() or None,
+            variants=_variants_payload(rows, mine.currency, kind),
+        )
+        made = await service.create_listing(uow, user, body)
+        if file is not None and file.filename:
+            await downloads.attach_file(ctx, uow, user, made.id, file.file)
+        if action == "publish":
+            await service.set_listing_status(uow, user, made.id, ListingStatus.ACTIVE)
+    except DomainError as exc:
+        context = _listing_form(mine.currency, values)
+        raise _reject(request, "shop/listing_form.html", exc, context) from exc
+    toast: Toast = (
+        (f"“{made.title}” is live in your shop.", "success")
+        if action == "publish"
+        else (f"“{made.title}” is saved as a draft.", "success")
+    )
+    return redirect(request, "/sell#listings", toast)
+
+
+@router.get("/sell/listings/{listing_id}/edit")
+async def edit_listing(
+    listing_id: UUID, request: Request, identity: WebIdentity, ctx: Ctx, uow: Uow
+) -> Response:
+    listing_row, shop_row, variants = await service.own_listing(uow, identity.user, listing_id)
+    found = service.listing_out(shop_row, listing_row, variants)
+    context = _listing_form(shop_row.currency, _listing_values(found), found)
+    context["has_file"] = await downloads.has_file(ctx, found.id)
+    return shop_page(request, "shop/listing_form.html", context)
+
+
+@router.post("/sell/listings/{listing_id}")
+async def save_listing(
+    listing_id: UUID,
+    request: Request,
+    identity: WebIdentity,
+    ctx: Ctx,
+    uow: Uow,
+    title: Text = "",
+    description: Text = "",
+    category: Text = "",
+    lead_time_days: Text = "",
+    variant_id: TextList = None,
+    variant_name: TextList = None,
+    variant_price: TextList = None,
+    variant_stock: TextList = None,
+    variant_stock_was: TextList = None,
+    file: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    """Save changes to my listing (and replace its file), all or nothing."""
+    user = identity.user
+    listing_row, shop_row, variants = await service.own_listing(uow, user, listing_id)
+    before = service.listing_out(shop_row, listing_row, variants)
+    rows = _variant_rows(variant_id, variant_name, variant_price, variant_stock, variant_stock_was)
+    values = {
+        "title": title,
+        "description": description,
+        "category": category,
+        "kind": before.kind,
+        "lead_time_days": lead_time_days,
+        "rows": rows,
+    }
+    has_file = await downloads.has_file(ctx, listing_id)
+    try:
+        body = parse(
+            schemas.ListingUpdate,
+            title=title,
+            description=description.strip(),
+            category=category or None,
+            lead_time_days=lead_time_days.strip() or None,
+            variants=_variants_payload(rows, shop_row.currency, before.kind),
+        )
+        saved = await service.update_listing(uow, user, listing_id, body)
+        if file is not None and file.filename:
+            await downloads.attach_file(ctx, uow, user, listing_id, file.file)
+    except DomainError as exc:
+        context = {**_listing_form(shop_row.currency, values, before), "has_file": has_file}
+        raise _reject(request, "shop/listing_form.html", exc, context) from exc
+    return redirect(request, "/sell#listings", (f"“{saved.title}” is saved.", "success"))
+
+
+async def _set_status(
+    request: Request, uow: Uow, user: User, listing_id: UUID, status: ListingStatus
+) -> Response:
+    changed = await service.set_listing_status(uow, user, listing_id, status)
+    toast: Toast = (
+        (f"“{changed.title}” is live in your shop.", "success")
+        if status == ListingStatus.ACTIVE
+        else (f"“{changed.title}” is archived: buyers no longer see it.", "info")
+    )
+    return redirect(request, "/sell#listings", toast)
+
+
+@router.post("/sell/listings/{listing_id}/publish")
+async def publish_listing(
+    listing_id: UUID, request: Request, identity: WebIdentity, uow: Uow
+) -> Response:
+    return await _set_status(request, uow, identity.user, listing_id, ListingStatus.ACTIVE)
+
+
+@router.post("/sell/listings/{listing_id}/archive")
+async def archive_listing(
+    listing_id: UUID, request: Request, identity: WebIdentity, uow: Uow
+) -> Response:
+    return await _set_status(request, uow, identity.user, listing_id, ListingStatus.ARCHIVED)
+
+
+@router.post("/sell/reviews/{review_id}/reply")
+async def reply(
+    review_id: UUID,
+    request: Request,
+    identity: WebIdentity,
+    uow: Uow,
+    text: Text = "",
+    next_path: NextPath = "",
+) -> Response:
+    """The seller's one reply to a review of their shop."""
+    target = safe_next(next_path, "/sell#reviews")
+    try:
+        body = parse(orders.ReplyIn, text=text)
+    except DomainError as exc:
+        return redirect(request, target, (exc.detail_message, "error"))
+    await orders.reply(uow, identity.user, review_id, body)
+    return redirect(request, target, ("Your reply is posted.", "success"))
