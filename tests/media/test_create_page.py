@@ -91,9 +91,9 @@ async def test_the_pages_session_and_csrf_token_may_upload(
     assert forged.status_code == 403
 
 
-def test_the_vendored_tus_client_matches_its_recorded_checksum() -> None:
+def test_the_vendored_clients_match_their_recorded_checksums() -> None:
     readme = (VENDOR / "README.md").read_text()
-    for name in ("tus.min.js", "tus.LICENSE"):
+    for name in ("tus.min.js", "tus.LICENSE", "hls.light.min.mjs", "hls.LICENSE"):
         recorded = re.search(rf"- `{re.escape(name)}`: `([0-9a-f]{{64}})`", readme)
         assert recorded, f"{name} has no sha256 in vendor/README.md"
         assert hashlib.sha256((VENDOR / name).read_bytes()).hexdigest() == recorded.group(1)

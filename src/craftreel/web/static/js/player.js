@@ -9,7 +9,10 @@
 // poster_url, thumbnails_url (WebVTT whose cues are "sprite.jpg#xywh=x,y,w,h", relative to
 // the VTT), duration_s, width, height. `refresh` (optional) returns a fresh copy when the
 // signed URLs have lapsed. The markup comes from <template id="player-template">
-// (media/_player.html). No hls.js: where the browser cannot play HLS, the player says so.
+// (media/_player.html). HLS plays natively where the browser can, else through hls.js
+// (stream.js); where neither works, the player says so.
+
+import { attachStream, canStream } from "/static/js/stream.js";
 
 const HLS_TYPE = "application/vnd.apple.mpegurl";
 const PREVIEW_MAX_WIDTH = 176;
@@ -220,8 +223,15 @@ export function mountPlayer(container, media, { refresh } = {}) {
 
   // --- playback ------------------------------------------------------------------------
 
-  function start(src, at = 0, resume = true) {
-    video.src = src;
+  let stream = null;
+
+  async function start(src, at = 0, resume = true) {
+    stream?.destroy();
+    stream = await attachStream(video, src);
+    if (!stream) {
+      say("This browser can’t play streaming video (HLS). Try Safari, Chrome, Edge or Firefox.");
+      return;
+    }
     if (at) video.currentTime = at;
     video.muted = true; // muted autoplay is allowed everywhere; the sound button turns it on
     if (resume) video.play().catch(() => showState());
@@ -249,10 +259,10 @@ export function mountPlayer(container, media, { refresh } = {}) {
     }
   }
 
-  if (!canPlayHls(video)) {
+  if (!canStream(video)) {
     say(
       "This browser can’t play streaming video (HLS), which Craftreel uses. " +
-        "It plays in Safari, and in recent Chrome and Edge.",
+        "It plays in Safari, Chrome, Edge and Firefox.",
     );
     root.dataset.unsupported = "true";
     root.querySelector(".player-bar")?.setAttribute("hidden", "");
