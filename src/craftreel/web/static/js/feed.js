@@ -5,94 +5,31 @@
 //
 // The page works without this module: posters, links to the post page, plain forms. Markup:
 // feed/_post_card.html (one [data-reel] per post) and the sheets in feed/templates/feed/.
+// Likes, the comments and share sheets and the view beacon come from interactions.js, which
+// the post page shares.
 
 import { closeSheet, openSheet, showToast } from "/static/js/app.js";
+import {
+  api,
+  CommentsSheet,
+  csrfToken,
+  heartBurst,
+  LIKE,
+  PressToggle,
+  problem,
+  ShareSheet,
+  ViewBeacon,
+} from "/static/js/interactions.js";
 import { canPlayHls, formatTime } from "/static/js/player.js";
 import { mountProductChips } from "/static/js/products.js";
 
 const SOUND_KEY = "craftreel:feed-sound";
 const PLAY_RATIO = 0.6; // a post plays once this much of it shows
 const DOUBLE_TAP_MS = 280;
-const VIEW_AFTER_MS = 3000; // a view counts after 3 s of playback
-const COMPLETE_RATIO = 0.9;
 const NEIGHBOURS = 1; // attached either side of the post on screen: at most 3 videos
 const REFRESH_GAP_MS = 20_000;
 
 // --- small helpers ------------------------------------------------------------------------
-
-function csrfToken() {
-  return document.querySelector('meta[name="csrf-token"]')?.content ?? "";
-}
-
-/** A call to our JSON API as the signed-in browser (session cookie + CSRF header). */
-async function api(method, url, body, { keepalive = false } = {}) {
-  const headers = { Accept: "application/json", "X-CSRF-Token": csrfToken() };
-  const init = { method, headers, credentials: "same-origin", keepalive };
-  if (body !== undefined) {
-    headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  return fetch(url, init);
-}
-
-async function problem(response, fallback) {
-  if (response.status === 401) return "Sign in first.";
-  if (response.status === 429) return "Slow down a little — try again in a moment.";
-  try {
-    const body = await response.json();
-    if (body?.error?.message) return body.error.message;
-  } catch {
-    // not JSON: keep the general message
-  }
-  return fallback;
-}
-
-function signInUrl() {
-  return `/signin?next=${encodeURIComponent(location.pathname + location.search)}`;
-}
-
-/** "999", "1.2K", "12K", "3.4M" — as the server's count macro writes them. */
-export function compactCount(n) {
-  if (n >= 1_000_000) return `${(n / 1_000_000).toFixed(1).replace(/\.0$/, "")}M`;
-  if (n >= 10_000) return `${Math.floor(n / 1000)}K`;
-  if (n >= 1000) return `${(n / 1000).toFixed(1).replace(/\.0$/, "")}K`;
-  return String(n);
-}
-
-/** "now", "5m", "3h", "2d", then a date. */
-export function timeAgo(iso, now = Date.now()) {
-  const then = new Date(iso).getTime();
-  const seconds = Math.max(0, Math.round((now - then) / 1000));
-  if (seconds < 60) return "now";
-  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
-  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h`;
-  if (seconds < 7 * 86400) return `${Math.floor(seconds / 86400)}d`;
-  return new Date(iso).toLocaleDateString(undefined, { day: "numeric", month: "short" });
-}
-
-/** The avatar macro (macros.html) in script: a photo, or initials on the person's colour. */
-function avatar(person, size = "sm") {
-  const span = document.createElement("span");
-  span.className = `avatar avatar-${size}`;
-  if (person.avatar_url) {
-    const img = document.createElement("img");
-    img.src = person.avatar_url;
-    img.alt = "";
-    img.loading = "lazy";
-    span.append(img);
-    return span;
-  }
-  const name = person.display_name || person.handle || "?";
-  const initials = name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0]).join("");
-  const fill = (parseInt(String(person.id).slice(-1), 16) || 0) % 6;
-  span.classList.add(`avatar-fill-${fill}`);
-  span.setAttribute("aria-hidden", "true");
-  const text = document.createElement("span");
-  text.className = "avatar-initials";
-  text.textContent = initials.toUpperCase();
-  span.append(text);
-  return span;
-}
 
 function typing(target) {
   return target instanceof HTMLElement && target.closest("input, textarea, select, [contenteditable]");
@@ -153,9 +90,9 @@ class Feed {
     this.active = null;
     this.states = new WeakMap();
     this.loadingMore = false;
-    this.comments = new CommentsSheet(this);
+    this.comments = new CommentsSheet({ signedIn: this.signedIn });
     this.chapters = new ChaptersSheet(this);
-    this.share = new ShareSheet(this);
+    this.share = new ShareSheet();
 
     this.visibility = new IntersectionObserver((entries) => this.onVisibility(entries), {
       root: this.scroller,
@@ -179,24 +116,18 @@ class Feed {
   state(reel) {
     let s = this.states.get(reel);
     if (!s) {
+      const video = reel.querySelector("[data-reel-video]");
       s = {
-        video: reel.querySelector("[data-reel-video]"),
+        video,
         attached: false,
-        watchedMs: 0,
-        lastTick: 0,
-        viewSent: false,
-        completeSent: false,
-        reportedMs: 0,
+        views: new ViewBeacon(reel.dataset.postId, video, () => this.duration(reel)),
         tapTimer: 0,
         lastTap: 0,
-        liked: reel.querySelector("[data-like]")?.getAttribute("aria-pressed") === "true",
-        likeServer: null,
-        liking: false,
+        like: new PressToggle(reel, LIKE, { signedIn: this.signedIn }),
         lastRefresh: 0,
         seekTo: null,
         chapters: JSON.parse(reel.dataset.chapters || "[]"),
       };
-      s.likeServer = s.liked;
       this.states.set(reel, s);
     }
     return s;
@@ -334,7 +265,7 @@ class Feed {
     delete reel.dataset.pausedBy;
     video.muted = !this.sound;
     if (this.sound && video.volume === 0) video.volume = 1;
-    s.lastTick = 0;
+    s.views.resetClock();
     video.play().catch(() => {
       // Sound without a fresh tap can be refused: play muted, and offer the sound button.
       if (!video.muted) {
@@ -355,7 +286,7 @@ class Feed {
   onPlayState(reel) {
     const video = this.state(reel).video;
     reel.dataset.state = video.paused ? "paused" : "playing";
-    this.state(reel).lastTick = 0;
+    this.state(reel).views.resetClock();
   }
 
   // --- sound -------------------------------------------------------------------------
@@ -397,7 +328,7 @@ class Feed {
     }
     if (target.closest("[data-like]")) {
       event.preventDefault();
-      this.like(reel, !this.state(reel).liked);
+      this.state(reel).like.toggle();
       return;
     }
     if (target.closest("[data-open-comments]")) {
@@ -435,7 +366,7 @@ class Feed {
         showToast("Sign in to like posts.", "info");
         return;
       }
-      if (!s.liked) this.like(reel, true);
+      if (!s.like.on) s.like.set(true);
       return;
     }
     s.lastTap = now;
@@ -470,18 +401,7 @@ class Feed {
   }
 
   burst(reel, event) {
-    const box = reel.getBoundingClientRect();
-    const heart = document.createElement("span");
-    heart.className = "reel-heart-burst";
-    heart.setAttribute("aria-hidden", "true");
-    heart.innerHTML = reel.querySelector(".reel-heart")?.innerHTML ?? "";
-    const x = event?.clientX ? event.clientX - box.left : box.width / 2;
-    const y = event?.clientY ? event.clientY - box.top : box.height / 2;
-    heart.style.left = `${x}px`;
-    heart.style.top = `${y}px`;
-    reel.append(heart);
-    heart.addEventListener("animationend", () => heart.remove(), { once: true });
-    setTimeout(() => heart.remove(), 1200);
+    heartBurst(reel, event, reel.querySelector(".reel-heart")?.innerHTML);
   }
 
   onKey(event) {
@@ -523,7 +443,7 @@ class Feed {
         if (this.active) this.setSound(!this.sound || Boolean(this.state(this.active).video?.muted));
         break;
       case "l":
-        if (this.active && this.signedIn) this.like(this.active, !this.state(this.active).liked);
+        if (this.active && this.signedIn) this.state(this.active).like.toggle();
         break;
       case "c":
         if (this.active) this.comments.open(this.active);
@@ -532,76 +452,11 @@ class Feed {
     }
   }
 
-  // --- likes --------------------------------------------------------------------------
-
-  showLike(reel, liked, count) {
-    const button = reel.querySelector("[data-like]");
-    if (!button) return;
-    button.setAttribute("aria-pressed", String(liked));
-    const label = button.querySelector("[data-like-count]");
-    label.dataset.count = String(count);
-    label.textContent = compactCount(count);
-  }
-
-  /** Like or unlike at once on screen; the server's answer settles the count. */
-  async like(reel, wanted) {
-    const s = this.state(reel);
-    if (!this.signedIn) {
-      location.assign(signInUrl());
-      return;
-    }
-    const button = reel.querySelector("[data-like]");
-    const shown = Number(button?.querySelector("[data-like-count]")?.dataset.count ?? 0);
-    if (wanted !== s.liked) {
-      s.liked = wanted;
-      this.showLike(reel, wanted, Math.max(0, shown + (wanted ? 1 : -1)));
-      if (wanted) {
-        button?.classList.remove("is-popping");
-        void button?.offsetWidth;
-        button?.classList.add("is-popping");
-      }
-    }
-    if (s.liking) return; // the loop below sends the latest wish when the first answer is in
-    s.liking = true;
-    try {
-      while (s.likeServer !== s.liked) {
-        const sending = s.liked;
-        const response = await api(sending ? "PUT" : "DELETE", `/api/v1/posts/${reel.dataset.postId}/like`);
-        if (!response.ok) throw new Error(await problem(response, "That like didn’t go through. Try again."));
-        const body = await response.json();
-        s.likeServer = body.liked;
-        if (s.liked === body.liked) this.showLike(reel, body.liked, body.likes);
-      }
-    } catch (error) {
-      s.liked = s.likeServer;
-      const count = Number(button?.querySelector("[data-like-count]")?.dataset.count ?? 0);
-      this.showLike(reel, s.liked, Math.max(0, count + (s.liked ? 1 : -1)));
-      showToast(error instanceof Error ? error.message : "That like didn’t go through.", "error");
-    } finally {
-      s.liking = false;
-    }
-  }
-
   // --- progress, steps, views ----------------------------------------------------------
 
   onTime(reel) {
-    const s = this.state(reel);
-    const video = s.video;
-    if (!video.paused && !video.seeking) {
-      const now = performance.now();
-      // Wall-clock time between ticks while playing (ticks come every ~250 ms).
-      if (s.lastTick) s.watchedMs += Math.min(1000, now - s.lastTick);
-      s.lastTick = now;
-    }
     this.paint(reel);
-    if (!s.viewSent && s.watchedMs >= VIEW_AFTER_MS) {
-      s.viewSent = true;
-      this.report(reel);
-    }
-    const duration = this.duration(reel);
-    if (duration && !s.completeSent && s.watchedMs >= duration * 1000 * COMPLETE_RATIO) {
-      this.complete(reel);
-    }
+    this.state(reel).views.tick(); // the view beacon counts the time watched
   }
 
   duration(reel) {
@@ -650,23 +505,12 @@ class Feed {
   }
 
   complete(reel) {
-    const s = this.state(reel);
-    if (s.completeSent || s.watchedMs < VIEW_AFTER_MS) return;
-    s.completeSent = true;
-    this.report(reel, { completed: true });
+    this.state(reel).views.complete();
   }
 
   /** The view beacon: time watched so far (the server keeps the longest), once past 3 s. */
-  report(reel, { completed = false, keepalive = false } = {}) {
-    const s = this.state(reel);
-    if (!s.video || s.watchedMs < VIEW_AFTER_MS) return;
-    const watched = Math.round(s.watchedMs);
-    if (!completed && watched <= s.reportedMs) return;
-    s.reportedMs = watched;
-    const body = { watched_ms: watched, position_s: s.video.currentTime || 0, completed };
-    api("POST", `/api/v1/posts/${reel.dataset.postId}/views`, body, { keepalive }).catch(() => {
-      // A lost beacon loses one view's count, never anything the person sees.
-    });
+  report(reel, options) {
+    this.state(reel).views.report(options);
   }
 
   // --- trouble -----------------------------------------------------------------------
@@ -747,253 +591,6 @@ class Feed {
   }
 }
 
-// --- the comments sheet ------------------------------------------------------------------
-
-class CommentsSheet {
-  constructor(feed) {
-    this.feed = feed;
-    this.sheet = document.getElementById("comments-sheet");
-    if (!this.sheet) return;
-    const $ = (name) => this.sheet.querySelector(`[data-${name}]`);
-    this.title = document.getElementById("comments-sheet-title");
-    this.list = $("comment-list");
-    this.off = $("comments-off");
-    this.empty = $("comments-empty");
-    this.error = $("comments-error");
-    this.loading = $("comments-loading");
-    this.more = $("comments-more");
-    this.form = $("comment-form");
-    this.field = this.form?.querySelector("textarea[name=body]") ?? null;
-    this.signin = $("comment-signin");
-    this.replying = $("replying");
-    this.template = document.getElementById("comment-template");
-    this.reel = null;
-    this.cursor = null;
-    this.parent = null;
-    this.more.addEventListener("click", () => this.load());
-    this.list.addEventListener("click", (event) => this.onListClick(event));
-    this.form?.addEventListener("submit", (event) => {
-      event.preventDefault();
-      this.send();
-    });
-    this.field?.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        this.form.requestSubmit();
-      }
-    });
-    $("reply-cancel")?.addEventListener("click", () => this.replyTo(null));
-  }
-
-  count() {
-    return Number(this.reel?.dataset.commentCount ?? 0);
-  }
-
-  setCount(n) {
-    if (!this.reel) return;
-    this.reel.dataset.commentCount = String(n);
-    const label = this.reel.querySelector("[data-comment-count]");
-    if (label && this.reel.dataset.commentsEnabled === "true") label.textContent = compactCount(n);
-    if (n === 0) this.title.textContent = "Comments";
-    else this.title.textContent = n === 1 ? "1 comment" : `${n.toLocaleString()} comments`;
-  }
-
-  open(reel) {
-    if (!this.sheet) return;
-    this.reel = reel;
-    this.cursor = null;
-    this.list.replaceChildren();
-    this.replyTo(null);
-    const enabled = reel.dataset.commentsEnabled === "true";
-    this.off.hidden = enabled;
-    this.empty.hidden = true;
-    this.error.hidden = true;
-    this.more.hidden = true;
-    if (this.form) this.form.hidden = !enabled;
-    if (this.signin) {
-      this.signin.hidden = !enabled;
-      this.signin.querySelector("a").href = signInUrl();
-    }
-    this.title.textContent = "Comments";
-    openSheet("comments-sheet");
-    if (enabled) {
-      this.setCount(this.count());
-      this.load();
-    }
-  }
-
-  async load() {
-    const reel = this.reel;
-    this.loading.hidden = false;
-    this.more.hidden = true;
-    this.error.hidden = true;
-    const query = this.cursor ? `?cursor=${encodeURIComponent(this.cursor)}` : "";
-    try {
-      const response = await api("GET", `/api/v1/posts/${reel.dataset.postId}/comments${query}`);
-      if (!response.ok) throw new Error(String(response.status));
-      const page = await response.json();
-      if (reel !== this.reel) return;
-      page.items.forEach((comment) => this.list.append(this.render(comment)));
-      this.cursor = page.next_cursor;
-      this.more.hidden = !page.next_cursor;
-      this.empty.hidden = this.list.children.length > 0;
-    } catch {
-      if (reel === this.reel) this.error.hidden = false;
-    } finally {
-      if (reel === this.reel) this.loading.hidden = true;
-    }
-  }
-
-  render(comment) {
-    const item = this.template.content.firstElementChild.cloneNode(true);
-    const $ = (name) => item.querySelector(`[data-${name}]`);
-    item.dataset.commentId = comment.id;
-    item.dataset.replyCount = String(comment.reply_count);
-    item.dataset.handle = comment.author.handle;
-    $("comment-avatar").append(avatar(comment.author));
-    const author = $("comment-author");
-    author.href = `/@${comment.author.handle}`;
-    author.textContent = `@${comment.author.handle}`;
-    const time = $("comment-time");
-    time.dateTime = comment.created_at;
-    time.textContent = timeAgo(comment.created_at);
-    time.title = new Date(comment.created_at).toLocaleString();
-    $("comment-text").textContent = comment.body;
-    const reply = $("comment-reply");
-    reply.setAttribute("aria-label", `Reply to @${comment.author.handle}`);
-    if (!this.feed.signedIn) reply.hidden = true;
-    const remove = $("comment-delete");
-    remove.hidden = !comment.can_delete;
-    remove.setAttribute("aria-label", `Delete the comment by @${comment.author.handle}`);
-    const replies = $("comment-replies");
-    if (comment.parent_id) {
-      item.dataset.parentId = comment.parent_id;
-      $("comment-reply-list").remove();
-      replies.remove();
-    } else if (comment.reply_count > 0) {
-      replies.hidden = false;
-      replies.textContent = comment.reply_count === 1 ? "View 1 reply" : `View ${comment.reply_count} replies`;
-      replies.setAttribute("aria-expanded", "false");
-    }
-    return item;
-  }
-
-  async onListClick(event) {
-    const item = event.target.closest("[data-comment]");
-    if (!item) return;
-    if (event.target.closest("[data-comment-reply]")) {
-      // A reply to a reply joins the top-level comment's thread.
-      const top = item.dataset.parentId
-        ? this.list.querySelector(`[data-comment-id="${item.dataset.parentId}"]`)
-        : item;
-      this.replyTo(top, item.dataset.handle);
-    } else if (event.target.closest("[data-comment-delete]")) {
-      await this.remove(item);
-    } else if (event.target.closest("[data-comment-replies]")) {
-      await this.loadReplies(item, event.target.closest("[data-comment-replies]"));
-    }
-  }
-
-  async loadReplies(item, toggle) {
-    const list = item.querySelector("[data-comment-reply-list]");
-    const cursor = toggle.dataset.cursor;
-    toggle.disabled = true;
-    try {
-      const query = cursor ? `?cursor=${encodeURIComponent(cursor)}` : "";
-      const response = await api("GET", `/api/v1/comments/${item.dataset.commentId}/replies${query}`);
-      if (!response.ok) throw new Error(String(response.status));
-      const page = await response.json();
-      const shown = new Set([...list.children].map((li) => li.dataset.commentId));
-      page.items.filter((reply) => !shown.has(reply.id)).forEach((reply) => list.append(this.render(reply)));
-      toggle.setAttribute("aria-expanded", "true");
-      if (page.next_cursor) {
-        toggle.dataset.cursor = page.next_cursor;
-        toggle.textContent = "More replies";
-      } else {
-        toggle.hidden = true;
-      }
-    } catch {
-      showToast("The replies didn’t load. Try again.", "error");
-    } finally {
-      toggle.disabled = false;
-    }
-  }
-
-  replyTo(item, handle = null) {
-    this.parent = item;
-    if (!this.form || !this.replying) return;
-    this.replying.hidden = !item;
-    if (item) {
-      const who = handle ?? item.dataset.handle;
-      this.replying.querySelector("[data-replying-to]").textContent = `Replying to @${who}`;
-      const field = this.field;
-      if (handle && handle !== item.dataset.handle && !field.value) field.value = `@${handle} `;
-      field.focus();
-    }
-  }
-
-  async send() {
-    const field = this.field;
-    const text = field.value.trim();
-    if (!text) {
-      field.focus();
-      return;
-    }
-    const button = this.form.querySelector("button[type=submit]");
-    button.disabled = true;
-    button.classList.add("is-busy");
-    const reel = this.reel;
-    const parent = this.parent;
-    try {
-      const body = { body: text };
-      if (parent) body.parent_id = parent.dataset.commentId;
-      const response = await api("POST", `/api/v1/posts/${reel.dataset.postId}/comments`, body);
-      if (!response.ok) throw new Error(await problem(response, "Your comment didn’t go through. Try again."));
-      const comment = await response.json();
-      const item = this.render(comment);
-      item.classList.add("is-new");
-      if (parent) {
-        parent.querySelector("[data-comment-reply-list]").append(item);
-        parent.dataset.replyCount = String(Number(parent.dataset.replyCount) + 1);
-      } else {
-        this.list.prepend(item);
-      }
-      this.empty.hidden = true;
-      field.value = "";
-      this.replyTo(null);
-      this.setCount(this.count() + 1);
-      item.scrollIntoView({ block: "nearest" });
-    } catch (error) {
-      showToast(error instanceof Error ? error.message : "Your comment didn’t go through.", "error");
-    } finally {
-      button.disabled = false;
-      button.classList.remove("is-busy");
-    }
-  }
-
-  async remove(item) {
-    if (!window.confirm("Delete this comment? Its replies go too.")) return;
-    try {
-      const response = await api("DELETE", `/api/v1/comments/${item.dataset.commentId}`);
-      if (!response.ok && response.status !== 404) {
-        throw new Error(await problem(response, "That comment couldn’t be deleted."));
-      }
-      const gone = 1 + (item.dataset.parentId ? 0 : Number(item.dataset.replyCount || 0));
-      if (item.dataset.parentId) {
-        const top = this.list.querySelector(`[data-comment-id="${item.dataset.parentId}"]`);
-        if (top) top.dataset.replyCount = String(Math.max(0, Number(top.dataset.replyCount) - 1));
-      }
-      if (this.parent === item) this.replyTo(null);
-      item.remove();
-      this.setCount(Math.max(0, this.count() - gone));
-      this.empty.hidden = this.list.children.length > 0;
-      showToast("Comment deleted.", "success");
-    } catch (error) {
-      showToast(error instanceof Error ? error.message : "That comment couldn’t be deleted.", "error");
-    }
-  }
-}
-
 // --- the steps sheet ---------------------------------------------------------------------
 
 class ChaptersSheet {
@@ -1037,76 +634,6 @@ class ChaptersSheet {
       if (i === index) row.setAttribute("aria-current", "step");
       else row.removeAttribute("aria-current");
     });
-  }
-}
-
-// --- sharing -----------------------------------------------------------------------------
-
-class ShareSheet {
-  constructor(feed) {
-    this.feed = feed;
-    this.sheet = document.getElementById("share-sheet");
-    this.reel = null;
-    if (!this.sheet) return;
-    this.url = this.sheet.querySelector("[data-share-url]");
-    this.status = this.sheet.querySelector("[data-share-status]");
-    this.openLink = this.sheet.querySelector("[data-share-open]");
-    this.sheet.querySelector("[data-share-copy]").addEventListener("click", () => this.copy());
-    this.url.addEventListener("focus", () => this.url.select());
-  }
-
-  async open(reel) {
-    const url = reel.dataset.shareUrl;
-    this.reel = reel;
-    if (navigator.share) {
-      try {
-        await navigator.share({ title: `A post by @${reel.dataset.author} on Craftreel`, url });
-        this.record(reel, "web_share");
-      } catch (error) {
-        if (error?.name !== "AbortError") this.showSheet(reel, url);
-      }
-      return;
-    }
-    this.showSheet(reel, url);
-  }
-
-  showSheet(reel, url) {
-    if (!this.sheet) return;
-    this.url.value = url;
-    this.openLink.href = url;
-    this.status.textContent = "";
-    openSheet("share-sheet");
-  }
-
-  async copy() {
-    const reel = this.reel;
-    const url = this.url.value;
-    let copied = false;
-    try {
-      await navigator.clipboard.writeText(url);
-      copied = true;
-    } catch {
-      this.url.focus();
-      this.url.select();
-      copied = document.execCommand?.("copy") ?? false;
-    }
-    this.status.textContent = copied ? "Link copied." : "Select the link and copy it.";
-    if (copied && reel) this.record(reel, "link");
-  }
-
-  async record(reel, channel) {
-    try {
-      const response = await api("POST", `/api/v1/posts/${reel.dataset.postId}/shares`, { channel });
-      if (!response.ok) return;
-      const body = await response.json();
-      const label = reel.querySelector("[data-share-count]");
-      if (label) {
-        label.dataset.count = String(body.shares);
-        label.textContent = compactCount(body.shares);
-      }
-    } catch {
-      // The link was shared all the same; only the count missed it.
-    }
   }
 }
 
