@@ -87,7 +87,7 @@ def shoppable(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Itera
             api,
             auth,
             media_id,
-            caption="Throwing a tea bowl, then the ash glaze #pottery",
+            caption="Throwing a chawan, then the ash glaze #teaware",
             chapters=[{"at": 0, "title": "Throw"}, {"at": 6, "title": "Glaze"}],
             materials=["Ash-glazed tea bowl"],
         )
@@ -221,5 +221,27 @@ def test_the_post_page_plays_through_hls_js_where_the_browser_cannot(
         # hls.js feeds the element from a MediaSource, never the playlist URL itself.
         assert video.evaluate("v => v.src.startsWith('blob:')")
         _snap(page, screenshots, "07-hls-js-fallback")
+    finally:
+        context.close()
+
+
+def test_the_feed_plays_through_hls_js_where_the_browser_cannot(
+    server: Server, browser: Browser, screenshots: Path, shoppable: Shoppable
+) -> None:
+    context, page = _signed_in(
+        browser, server, shoppable.viewer, "/discover", java_script_enabled=True
+    )
+    context.add_init_script(NO_NATIVE_HLS)
+    try:
+        page.goto("/")
+        reel = page.locator(f"[data-reel][data-post-id='{shoppable.post_id}']")
+        video = reel.locator("video")
+        page.wait_for_function(
+            "v => v.dataset.stream === 'hls.js' && !v.paused && v.currentTime > 1",
+            arg=video.element_handle(),
+            timeout=30_000,
+        )
+        expect(reel.locator("[data-product-chip]")).to_have_count(1, timeout=15_000)
+        _snap(page, screenshots, "08-feed-hls-js")
     finally:
         context.close()

@@ -20,7 +20,8 @@ import {
   ShareSheet,
   ViewBeacon,
 } from "/static/js/interactions.js";
-import { canPlayHls, formatTime } from "/static/js/player.js";
+import { formatTime } from "/static/js/player.js";
+import { attachStream, canStream } from "/static/js/stream.js";
 import { mountProductChips } from "/static/js/products.js";
 
 const SOUND_KEY = "craftreel:feed-sound";
@@ -85,7 +86,7 @@ class Feed {
     this.scroller = root.querySelector("[data-feed-scroller]");
     this.signedIn = root.dataset.signedIn === "true";
     this.viewer = root.dataset.viewer ?? null;
-    this.hls = canPlayHls();
+    this.hls = canStream();
     this.sound = sessionStorage.getItem(SOUND_KEY) === "on";
     this.active = null;
     this.states = new WeakMap();
@@ -182,7 +183,7 @@ class Feed {
     if (video && !this.hls && reel.querySelector("[data-reel-video][data-src]")) {
       this.say(
         reel,
-        "This browser can’t play streaming video (HLS). It plays in Safari, and in recent Chrome and Edge.",
+        "This browser can’t play streaming video (HLS). It plays in Safari, Chrome, Edge and Firefox.",
       );
     }
   }
@@ -244,7 +245,19 @@ class Feed {
     if (s.attached) return;
     s.attached = true;
     reel.dataset.attached = "true";
-    video.src = video.dataset.src;
+    s.stream?.destroy();
+    s.stream = null;
+    const url = video.dataset.src;
+    // Natively the source is set at once; through hls.js once the module has loaded.
+    attachStream(video, url).then((stream) => {
+      if (!s.attached || video.dataset.src !== url) {
+        stream?.destroy();
+        return;
+      }
+      s.stream = stream;
+      if (!stream) this.say(reel, "This browser can’t play streaming video (HLS).");
+      else if (video.dataset.stream && reel === this.active) this.play(reel);
+    });
   }
 
   detach(reel) {
@@ -254,8 +267,8 @@ class Feed {
     s.attached = false;
     delete reel.dataset.attached;
     s.video.pause();
-    s.video.removeAttribute("src");
-    s.video.load(); // lets the browser drop the decoder and buffers
+    s.stream?.destroy(); // lets the browser drop the decoder and buffers
+    s.stream = null;
   }
 
   play(reel) {
