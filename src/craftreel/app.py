@@ -31,7 +31,7 @@ from craftreel.media import api as media_api
 from craftreel.media import serving as media_serving
 from craftreel.media import views as media_views
 from craftreel.posts import api as posts_api
-from craftreel.posts import interactions_api
+from craftreel.posts import interactions_api, saved_views
 from craftreel.posts import views as posts_views
 from craftreel.runtime import start_background
 from craftreel.shop import api as shop_api
@@ -221,6 +221,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(posts_api.router)
     app.include_router(interactions_api.router)
     app.include_router(posts_views.router)
+    app.include_router(saved_views.router)
     app.include_router(feed_api.router)
     app.include_router(search_api.router)
     app.include_router(feed_views.router)

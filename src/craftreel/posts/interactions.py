@@ -423,15 +423,25 @@ async def saved(
     collection_id: UUID | None,
     cursor: str | None,
     limit: int,
+    *,
+    unfiled: bool = False,
 ) -> tuple[list[post_schemas.PostOut], str | None]:
-    """My saved posts (all, or one collection's), newest save first; posts I may no longer
-    see are left out."""
+    """My saved posts (all, one collection's, or with ``unfiled`` those in none), newest
+    save first; posts I may no longer see are left out."""
     if collection_id is not None:
         await _own_collection(uow, user, collection_id)
     after = decode_time_cursor(cursor) if cursor else None
-    rows = await repo.saved_posts(uow.session, user.id, collection_id, after, limit)
+    rows = await repo.saved_posts(
+        uow.session, user.id, collection_id, after, limit, unfiled=unfiled
+    )
     items, next_cursor = page_of(rows, limit, lambda r: (r[1], r[0].id))
     return await posts.to_out(ctx, uow, user, [p for p, _ in items]), next_cursor
+
+
+async def saved_counts(ctx: AppContext, uow: UnitOfWork, user: User) -> dict[UUID | None, int]:
+    """How many saved posts I may still see in each collection (``None``: unfiled) — what
+    the saved page shows, unlike ``CollectionOut.saves``, which counts every save."""
+    return await repo.visible_saves_by_collection(uow.session, user.id)
 
 
 # --- shares --------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from craftreel.posts.models import (
     PostShare,
     PostView,
 )
-from craftreel.posts.repository import visible_posts
+from craftreel.posts.repository import visible_posts, visible_to
 
 NO_SYNC = {"synchronize_session": False}
 
@@ -298,8 +298,11 @@ async def saved_posts(
     collection_id: UUID | None,
     after: tuple[datetime, UUID] | None,
     limit: int,
+    *,
+    unfiled: bool = False,
 ) -> Sequence[tuple[Post, datetime]]:
-    """My saved posts that I may still see, newest save first (``limit + 1`` rows)."""
+    """My saved posts that I may still see, newest save first (``limit + 1`` rows); with
+    ``unfiled``, only those in no collection."""
     query = (
         visible_posts(user_id, listed=False)
         .add_columns(PostSave.created_at)
@@ -308,10 +311,26 @@ async def saved_posts(
     )
     if collection_id is not None:
         query = query.where(PostSave.collection_id == collection_id)
+    elif unfiled:
+        query = query.where(PostSave.collection_id.is_(None))
     rows = await session.execute(
         query.order_by(PostSave.created_at.desc(), PostSave.post_id.desc()).limit(limit + 1)
     )
     return [(row[0], row[1]) for row in rows.all()]
+
+
+async def visible_saves_by_collection(
+    session: AsyncSession, user_id: UUID
+) -> dict[UUID | None, int]:
+    """How many of my saved posts I may still see, per collection (``None``: unfiled)."""
+    rows = await session.execute(
+        select(PostSave.collection_id, func.count())
+        .join(Post, Post.id == PostSave.post_id)
+        .join(User, User.id == Post.author_id)
+        .where(PostSave.user_id == user_id, visible_to(user_id, listed=False))
+        .group_by(PostSave.collection_id)
+    )
+    return {row[0]: int(row[1]) for row in rows.all()}
 
 
 async def insert_collection(

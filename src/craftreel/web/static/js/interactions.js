@@ -1,6 +1,6 @@
 // What a viewer does with a post, shared by the feed (feed.js) and the post page (post.js):
 // the API helper, the like and save toggles, the comments sheet, the share sheet, the
-// double-tap heart and the view beacon.
+// double-tap heart and the view beacon — and, after a save, "Add to a collection".
 //
 // Each piece works on a "post element": a feed card ([data-reel]) or the post page's
 // [data-post-page]. It carries the post's data attributes — data-post-id, data-author,
@@ -10,7 +10,7 @@
 // event ({name: "likes" | "saves" | "comments" | "shares", count}) for any other place on the
 // page that shows it. The sheets' markup: feed/_comments_sheet.html and feed/_share_sheet.html.
 
-import { openSheet, showToast } from "/static/js/app.js";
+import { closeSheet, openSheet, showToast } from "/static/js/app.js";
 
 export const VIEW_AFTER_MS = 3000; // a view counts after 3 s of playback
 const COMPLETE_RATIO = 0.9;
@@ -136,6 +136,8 @@ export const SAVE = {
   total: "saves",
   pop: false,
   failure: "That save didn’t go through. Try again.",
+  // Once a save lands: offer to put it in a collection (see the end of this file).
+  afterOn: (post, body) => offerCollections(post, body.collection_id),
 };
 
 /**
@@ -201,6 +203,7 @@ export class PressToggle {
         const body = await response.json();
         this.server = body[this.kind.state];
         if (this.on === this.server) this.show(this.server, body[this.kind.total]);
+        if (sending && this.server && this.on) this.kind.afterOn?.(this.post, body);
       }
     } catch (error) {
       this.on = this.server;
@@ -590,5 +593,206 @@ export class ViewBeacon {
     api("POST", `/api/v1/posts/${this.postId}/views`, body, { keepalive }).catch(() => {
       // A lost beacon loses one view's count, never anything the person sees.
     });
+  }
+}
+
+// --- collections: "Add to a collection" after a save ----------------------------------------
+
+const CLOSE_ICON =
+  '<svg class="icon" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="1.8" ' +
+  'stroke-linecap="round" stroke-linejoin="round" aria-hidden="true" focusable="false">' +
+  '<path d="M6 6l12 12M18 6 6 18"/></svg>';
+const MAX_COLLECTION_NAME = 60;
+const COLLECTION_PAGES = 10; // 50 a page: more collections than anyone keeps
+
+/** After a save: a toast saying so, with a button that opens the collections sheet. */
+export function offerCollections(post, collectionId = null) {
+  const toast = showToast("Saved.", "success");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "toast-action";
+  button.dataset.collectionOffer = "";
+  button.textContent = "Add to a collection";
+  button.addEventListener("click", () => {
+    toast.querySelector("[data-toast-close]")?.click();
+    CollectionSheet.shared().open(post, collectionId);
+  });
+  toast.querySelector(".toast-message")?.after(button);
+  return toast;
+}
+
+/**
+ * The sheet listing my collections (GET /api/v1/collections) and a "New collection" field:
+ * choosing one files the post there (PUT /api/v1/posts/{id}/save {collection_id}). Built on
+ * first use, with the markup of the sheet macro in macros.html.
+ */
+export class CollectionSheet {
+  static shared() {
+    CollectionSheet.instance ??= new CollectionSheet();
+    return CollectionSheet.instance;
+  }
+
+  constructor() {
+    const sheet = document.createElement("dialog");
+    sheet.className = "sheet collection-sheet";
+    sheet.id = "collection-sheet";
+    sheet.setAttribute("aria-labelledby", "collection-sheet-title");
+    sheet.innerHTML = `
+      <div class="sheet-handle" aria-hidden="true"></div>
+      <header class="sheet-header">
+        <h2 class="sheet-title" id="collection-sheet-title">Add to a collection</h2>
+        <form method="dialog">
+          <button class="btn-icon" type="submit" data-sheet-close aria-label="Close">${CLOSE_ICON}</button>
+        </form>
+      </header>
+      <div class="sheet-body">
+        <p class="collection-status" data-collection-status role="status"></p>
+        <ul class="collection-list" role="list" data-collection-list></ul>
+        <form class="collection-new" data-collection-new novalidate>
+          <label class="field-label" for="collection-new-name">New collection</label>
+          <div class="collection-new-row">
+            <input class="input" id="collection-new-name" name="name" maxlength="${MAX_COLLECTION_NAME}"
+              autocomplete="off" placeholder="e.g. Glaze ideas" aria-describedby="collection-new-error">
+            <button class="btn btn-primary" type="submit"><span class="spinner" aria-hidden="true"></span>Create</button>
+          </div>
+          <p class="field-error" id="collection-new-error" data-collection-error hidden></p>
+        </form>
+        <a class="btn btn-ghost btn-block" href="/saved">See everything you saved</a>
+      </div>`;
+    document.body.append(sheet);
+    this.sheet = sheet;
+    this.status = sheet.querySelector("[data-collection-status]");
+    this.list = sheet.querySelector("[data-collection-list]");
+    this.form = sheet.querySelector("[data-collection-new]");
+    this.field = this.form.querySelector("input[name=name]");
+    this.error = sheet.querySelector("[data-collection-error]");
+    this.post = null;
+    this.current = null;
+    this.busy = false;
+    this.list.addEventListener("click", (event) => {
+      const choice = event.target.closest("[data-collection-id]");
+      if (choice) this.choose(choice.dataset.collectionId, choice.dataset.name);
+    });
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.create();
+    });
+    this.field.addEventListener("input", () => this.showError(""));
+  }
+
+  async open(post, collectionId = null) {
+    this.post = post;
+    this.current = collectionId;
+    this.field.value = "";
+    this.showError("");
+    this.list.replaceChildren();
+    this.status.textContent = "Loading your collections…";
+    openSheet(this.sheet.id);
+    try {
+      const collections = await this.load();
+      if (post !== this.post) return;
+      collections.forEach((c) => this.list.append(this.row(c)));
+      this.status.textContent = collections.length ? "" : "No collections yet. Make one below.";
+    } catch {
+      if (post === this.post) this.status.textContent = "Your collections didn’t load. Try again.";
+    }
+  }
+
+  async load() {
+    const found = [];
+    let cursor = null;
+    for (let page = 0; page < COLLECTION_PAGES; page += 1) {
+      const query = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+      const response = await api("GET", `/api/v1/collections?limit=50${query}`);
+      if (!response.ok) throw new Error(String(response.status));
+      const body = await response.json();
+      found.push(...body.items);
+      cursor = body.next_cursor;
+      if (!cursor) break;
+    }
+    return found;
+  }
+
+  row(collection) {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "collection-choice";
+    button.dataset.collectionId = collection.id;
+    button.dataset.name = collection.name;
+    button.setAttribute("aria-pressed", String(collection.id === this.current));
+    const name = document.createElement("span");
+    name.className = "collection-choice-name";
+    name.textContent = collection.name;
+    const count = document.createElement("span");
+    count.className = "collection-choice-count";
+    count.textContent = collection.saves === 1 ? "1 post" : `${compactCount(collection.saves)} posts`;
+    button.append(name, count);
+    item.append(button);
+    return item;
+  }
+
+  showError(message) {
+    this.error.textContent = message;
+    this.error.hidden = !message;
+    if (message) this.field.setAttribute("aria-invalid", "true");
+    else this.field.removeAttribute("aria-invalid");
+  }
+
+  async create() {
+    const name = this.field.value.split(/\s+/).filter(Boolean).join(" ");
+    if (!name) {
+      this.showError("Give the collection a name.");
+      this.field.focus();
+      return;
+    }
+    if (this.busy) return;
+    this.busy = true;
+    const button = this.form.querySelector("button[type=submit]");
+    button.disabled = true;
+    button.classList.add("is-busy");
+    try {
+      const response = await api("POST", "/api/v1/collections", { name });
+      if (!response.ok) {
+        this.showError(await problem(response, "That collection couldn’t be made. Try again."));
+        this.field.focus();
+        return;
+      }
+      const made = await response.json();
+      this.showError("");
+      await this.file(made.id, made.name);
+    } catch {
+      this.showError("You seem to be offline. Try again in a moment.");
+    } finally {
+      this.busy = false;
+      button.disabled = false;
+      button.classList.remove("is-busy");
+    }
+  }
+
+  async choose(collectionId, name) {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      await this.file(collectionId, name);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Put the post in the collection, then close the sheet and say so. */
+  async file(collectionId, name) {
+    const post = this.post;
+    try {
+      const response = await api("PUT", `/api/v1/posts/${post.dataset.postId}/save`, {
+        collection_id: collectionId,
+      });
+      if (!response.ok) throw new Error(await problem(response, "That didn’t go through. Try again."));
+      this.current = collectionId;
+      closeSheet(this.sheet);
+      showToast(`Saved to “${name}”.`, "success");
+    } catch (error) {
+      this.status.textContent = error instanceof Error ? error.message : "That didn’t go through.";
+    }
   }
 }
