@@ -156,6 +156,8 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.templates = build_templates()
+    # Per-page extras for a signed-in person's app bar (see accounts.deps.web_optional_identity).
+    app.state.page_extras = (shop_views.appbar_extras,)
     metrics = Metrics()
     app.state.metrics = metrics
     install_error_handlers(app)

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 TUS = {"Tus-Resumable": "1.0.0"}
 PROCESSING_SECONDS = 240
 CHUNK = 512 * 1024
-MAKER = "mira_makes"
+MAKER = "mina_makes"
 VIEWER_EMAIL = "vic@example.org"
 
 
@@ -111,7 +111,7 @@ class Posts:
 
 @pytest.fixture(scope="module")
 def posts(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Posts:
-    """Mira's two posts, made from real uploads through the JSON API."""
+    """Mina's two posts, made from real uploads through the JSON API."""
     folder = tmp_path_factory.mktemp("feed-media")
     tutorial_clip = media_factory.landscape_video(
         folder, seconds=12, width=360, height=640, name="bowl.mp4"
@@ -126,16 +126,16 @@ def posts(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Posts:
         signup = api.post(
             "/api/v1/auth/signup",
             json={
-                "email": "mira.makes@example.org",
+                "email": "mina.makes@example.org",
                 "handle": MAKER,
                 "password": PASSWORD,
-                "display_name": "Mira Okafor",
+                "display_name": "Mina Okoro",
             },
         )
         assert signup.status_code == 201, signup.text
         tokens = api.post(
             "/api/v1/auth/signin",
-            json={"email": "mira.makes@example.org", "password": PASSWORD},
+            json={"email": "mina.makes@example.org", "password": PASSWORD},
         ).json()
         auth = {"Authorization": f"Bearer {tokens['access_token']}"}
         api.patch("/api/v1/me/profile", json={"is_maker": True}, headers=auth)
@@ -455,7 +455,7 @@ def test_a_visitor_browses_a_hashtag_search_and_discover(
         expect(page.locator(".post-grid .grid-tile")).to_have_count(1)
         _snap(page, screenshots, "17-search-posts")
         page.get_by_role("link", name="People").click()
-        page.get_by_label("Search posts and people").fill("mira")
+        page.get_by_label("Search posts and people").fill("mina")
         page.get_by_label("Search posts and people").press("Enter")
         expect(page.get_by_role("link", name="Follow @" + MAKER)).to_be_visible()
         _snap(page, screenshots, "18-search-people")

@@ -1,12 +1,13 @@
 """Buying and selling on a phone, in Chromium at 390×844, against a real server.
 
-A maker opens a shop and lists a mug with two glazes → a buyer opens the shop and the
-listing, adds it to the cart (htmx, a toast), checks out: a declined test card first, then
-4242 4242 4242 4242 → the confirmation page waits for the provider's webhook and shows the
-order paid → the maker (another browser) marks it shipped → the test marks it delivered
-through the API → the buyer reviews it with stars, words and a photo → the maker replies. A
-second test pays with the card that asks for a confirm step. Each step is saved to
-tests/e2e/screenshots/shop-*.png, some of them in dark mode too.
+A maker opens a shop and lists a mug with two glazes and two photos → a buyer opens the
+shop (the first photo in its grid) and the listing (a gallery that swipes, with dots and
+arrow keys), adds it to the cart (htmx, a toast; the cart shows the photo), checks out: a
+declined test card first, then 4242 4242 4242 4242 → the confirmation page waits for the
+provider's webhook and shows the order paid → the maker (another browser) marks it shipped
+→ the test marks it delivered through the API → the buyer reviews it with stars, words and
+a photo → the maker replies. A second test pays with the card that asks for a confirm step.
+Each step is saved to tests/e2e/screenshots/shop-*.png, some of them in dark mode too.
 """
 
 from __future__ import annotations
@@ -90,6 +91,20 @@ def _mug_photo() -> bytes:
     return out.getvalue()
 
 
+def _mug_from_above() -> bytes:
+    """A 900×1200 JPEG: the same mug seen from above, on a linen cloth."""
+    image = Image.new("RGB", (900, 1200), (214, 204, 186))
+    draw = ImageDraw.Draw(image)
+    for y in range(0, 1200, 40):
+        draw.line((0, y, 900, y), fill=(200, 190, 171), width=3)
+    draw.ellipse((200, 350, 700, 850), fill=(58, 92, 120))
+    draw.ellipse((250, 400, 650, 800), fill=(120, 78, 52))
+    draw.rounded_rectangle((680, 540, 800, 660), radius=40, outline=(58, 92, 120), width=30)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=88)
+    return out.getvalue()
+
+
 @pytest.fixture(scope="module")
 def people(server: Server) -> dict[str, str]:
     """The maker and the buyers, each with an account; their emails by role."""
@@ -148,22 +163,71 @@ def test_a_maker_lists_a_mug_a_buyer_pays_the_maker_ships_the_buyer_reviews(
     maker.get_by_label("Description").fill(
         "Wheel-thrown stoneware with iron speckles, glazed by hand.\nHolds 350 ml."
     )
+    # Two photos, chosen at once; the form names them.
+    maker.get_by_label("Add photos").set_input_files(
+        [
+            {"name": "mug-side.jpg", "mimeType": "image/jpeg", "buffer": _mug_photo()},
+            {"name": "mug-top.jpg", "mimeType": "image/jpeg", "buffer": _mug_from_above()},
+        ]
+    )
+    expect(maker.get_by_text("2 photos to add: mug-side.jpg, mug-top.jpg")).to_be_visible()
     _snap(maker, screenshots, "03-listing-form")
+    _snap(
+        maker, screenshots, "03a-listing-form-photos", at=maker.locator("fieldset.listing-photos")
+    )
     _snap(maker, screenshots, "03b-listing-form-options", at=maker.locator("fieldset.variants"))
     maker.get_by_role("button", name="Publish").click()
     expect(maker.get_by_text("“Speckled stoneware mug” is live in your shop.")).to_be_visible()
-    expect(maker.locator(".seller-listing", has_text="Speckled stoneware mug")).to_be_visible()
+    seller_row = maker.locator(".seller-listing", has_text="Speckled stoneware mug")
+    expect(seller_row).to_be_visible()
+    expect(seller_row.locator("img.seller-listing-thumb")).to_be_visible()
     _snap(maker, screenshots, "04-dashboard-with-listing", at=maker.locator("#listings"))
+    # The edit form shows the two photos in order, to move or remove.
+    seller_row.get_by_role("link", name=re.compile("Edit")).click()
+    tiles = maker.locator("[data-photo-tile]")
+    expect(tiles).to_have_count(2)
+    expect(maker.get_by_role("button", name="Move photo 1 earlier")).to_be_disabled()
+    _snap(
+        maker, screenshots, "04b-edit-listing-photos", at=maker.locator("fieldset.listing-photos")
+    )
+    maker.goto("/sell")
 
     # A buyer finds the shop and the listing.
     buyer_context, buyer = _signed_in(browser, server, people["buyer"], "/shop/ash-and-ember")
     expect(buyer.get_by_role("heading", name="Ash & Ember Pottery")).to_be_visible()
+    card_photo = buyer.locator(".listing-card img.listing-card-img").first
+    expect(card_photo).to_be_visible()
+    assert card_photo.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
     _snap(buyer, screenshots, "05-shop-page")
     buyer.get_by_role("link", name=re.compile("Speckled stoneware mug")).click()
     expect(buyer.get_by_role("heading", name="Speckled stoneware mug")).to_be_visible()
     expect(buyer.get_by_text("From £22.50")).to_be_visible()
     expect(buyer.get_by_text("Only 1 left")).to_be_visible()
+
+    # The gallery: both photos, the first showing; the arrow keys and the dots move it.
+    gallery = buyer.get_by_role("region", name=re.compile("^Photos of Speckled stoneware mug"))
+    expect(gallery.locator("img")).to_have_count(2)
+    first_photo = gallery.locator("img").first
+    assert first_photo.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+    counter = buyer.locator("[data-gallery-count]")
+    expect(counter).to_have_text("1 / 2")
+    expect(buyer.get_by_role("button", name="Show photo 1")).to_have_attribute(
+        "aria-current", "true"
+    )
     _snap(buyer, screenshots, "06-listing")
+    gallery.focus()
+    buyer.keyboard.press("ArrowRight")
+    expect(counter).to_have_text("2 / 2")
+    expect(buyer.get_by_role("button", name="Show photo 2")).to_have_attribute(
+        "aria-current", "true"
+    )
+    second_photo = gallery.locator("img").nth(1)
+    assert second_photo.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+    expect(second_photo).to_be_in_viewport(ratio=0.9)
+    _snap(buyer, screenshots, "06a-listing-second-photo")
+    buyer.get_by_role("button", name="Show photo 1").click()
+    expect(counter).to_have_text("1 / 2")
+    expect(first_photo).to_be_in_viewport(ratio=0.9)
     listing_url = buyer.url
 
     # Adds the blue one, twice, without leaving the page: a toast, and the cart counts 2.
@@ -175,9 +239,13 @@ def test_a_maker_lists_a_mug_a_buyer_pays_the_maker_ships_the_buyer_reviews(
     assert buyer.url == listing_url
     _snap(buyer, screenshots, "07-added-to-cart")
 
+    # Every page now shows the count, not just the one the item was added on.
+    buyer.goto("/orders")
+    expect(buyer.get_by_role("link", name="Cart, 2 items")).to_be_visible()
     buyer.get_by_role("link", name="Cart, 2 items").click()
     expect(buyer.get_by_role("heading", name="Your cart")).to_be_visible()
     expect(buyer.get_by_text("£48.00").first).to_be_visible()
+    expect(buyer.locator(".cart-line-thumb img")).to_be_visible()
     _snap(buyer, screenshots, "08-cart")
 
     # Checkout: the address, then the totals for the shop, then a card that is declined.
@@ -334,4 +402,20 @@ def test_a_card_that_asks_to_confirm_shows_the_step_and_pays_once_confirmed(
         "Paid", timeout=PAID_TIMEOUT_MS
     )
     _snap(page, screenshots, "25-dark-paid-after-confirm")
+
+    # Cam changes their mind before it ships: a sheet asks first, then the refund is shown.
+    page.get_by_role("button", name="Cancel this order").click()
+    sheet = page.get_by_role("dialog", name="Cancel this order?")
+    expect(sheet).to_be_visible()
+    _snap(page, screenshots, "26-dark-cancel-sheet")
+    sheet.get_by_role("button", name="Keep my order").click()
+    expect(sheet).to_be_hidden()
+    page.get_by_role("button", name="Cancel this order").click()
+    page.get_by_role("button", name="Cancel and refund £41.40").click()
+    expect(page.get_by_text("Order cancelled. £41.40 is refunded to your card.")).to_be_visible()
+    expect(page.locator(".notice-box", has_text="Cancelled.")).to_contain_text(
+        "£41.40 is refunded to your card."
+    )
+    expect(page.get_by_role("button", name="Cancel this order")).to_have_count(0)
+    _snap(page, screenshots, "27-dark-cancelled-refunded")
     context.close()

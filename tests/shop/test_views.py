@@ -21,7 +21,6 @@ from sqlalchemy import func, select
 from craftreel.config import Settings
 from craftreel.context import AppContext
 from craftreel.media.models import MediaObject
-from craftreel.shop import downloads
 from craftreel.shop.models import Checkout, Listing, Order, OrderLine, Review, Shop, Variant
 from craftreel.shop.payments import LedgerEntry, Payment, TestProviderIntent
 from tests.accounts.test_pages import Browser
@@ -689,7 +688,9 @@ async def test_a_digital_pattern_opens_only_for_the_buyer_once_paid(
     async with ctx.sessions() as session:
         listing = (await session.scalars(select(Listing))).one()
         variant_id = (await session.scalars(select(Variant.id))).one()
-    key = downloads.file_key(settings, listing.id)
+    key = listing.digital_file_key
+    assert key is not None and re.fullmatch(rf"media/{listing.id}/[0-9a-f]{{32}}\.pdf", key)
+    assert listing.digital_file_name == "hat.pdf"
     # the file is private: its plain media URL does not serve it
     assert (await api.get(f"/media/{key}")).status_code == 404
 

@@ -60,6 +60,11 @@ async def web_optional_identity(request: Request, ctx: Ctx, uow: Uow) -> Identit
         return None
     request.state.user = service.summary(ctx, identity.user)
     request.state.identity = identity
+    if not request.url.path.startswith("/api/"):
+        # What other features add to every page's app bar (the cart count): each one cheap
+        # query, registered in app.py as app.state.page_extras.
+        for extra in getattr(request.app.state, "page_extras", ()):
+            await extra(request, uow, identity.user)
     return identity
 
 

@@ -7,10 +7,11 @@ from uuid import UUID
 from fastapi import APIRouter, File, Header, Query, UploadFile
 from fastapi.responses import JSONResponse
 
-from craftreel.accounts.deps import ApiOptionalUser, ApiUser
+from craftreel.accounts.api import read_upload
+from craftreel.accounts.deps import ApiOptionalUser, ApiOrWebUser, ApiUser
 from craftreel.core.pagination import Page
 from craftreel.deps import Ctx, Uow
-from craftreel.shop import downloads, schemas, service
+from craftreel.shop import downloads, gallery, schemas, service
 from craftreel.shop.models import Category, ListingStatus
 
 router = APIRouter(prefix="/api/v1", tags=["shop"])
@@ -31,12 +32,13 @@ async def get_shop(handle: str, uow: Uow) -> schemas.ShopProfile:
 @router.get("/shops/{handle}/listings")
 async def shop_listings(
     handle: str,
+    ctx: Ctx,
     uow: Uow,
     cursor: str | None = None,
     limit: int = Query(default=20, ge=1, le=100),
 ) -> Page[schemas.ListingOut]:
     """A shop's listings for sale, newest first."""
-    items, next_cursor = await service.shop_listings(uow, handle, cursor, limit)
+    items, next_cursor = await service.shop_listings(ctx, uow, handle, cursor, limit)
     return Page(items=items, next_cursor=next_cursor)
 
 
@@ -50,38 +52,74 @@ async def create_listing(
 
 @router.patch("/listings/{listing_id}")
 async def update_listing(
-    listing_id: UUID, body: schemas.ListingUpdate, user: ApiUser, uow: Uow
+    listing_id: UUID, body: schemas.ListingUpdate, user: ApiUser, ctx: Ctx, uow: Uow
 ) -> schemas.ListingOut:
     """Change my listing: text, category, lead time, variants (send ``stock_was`` with a new
     stock to refuse the change if a sale moved it meanwhile)."""
-    return await service.update_listing(uow, user, listing_id, body)
+    return await service.update_listing(ctx, uow, user, listing_id, body)
 
 
 @router.put("/listings/{listing_id}/file", status_code=204)
 async def attach_digital_file(
     listing_id: UUID, user: ApiUser, ctx: Ctx, uow: Uow, file: UploadFile = File()
 ) -> None:
-    """Attach (or replace) my digital listing's file: a PDF, multipart field ``file``."""
-    await downloads.attach_file(ctx, uow, user, listing_id, file.file)
+    """Attach (or replace) my digital listing's file: a PDF, multipart field ``file``. The
+    file it replaces is deleted."""
+    await downloads.attach_file(ctx, uow, user, listing_id, file.file, file.filename)
+
+
+@router.post("/listings/{listing_id}/photos", status_code=201)
+async def add_photo(
+    listing_id: UUID, user: ApiOrWebUser, ctx: Ctx, photo: UploadFile = File()
+) -> schemas.ListingOut:
+    """Add a photo to the end of my listing (multipart field ``photo``; up to 8 photos).
+    EXIF and GPS data are removed; the listing comes back with the photo's copies."""
+    data = await read_upload(photo, ctx.settings.upload_max_image_bytes)
+    return await gallery.add_photo(ctx, user, listing_id, data)
+
+
+@router.delete("/listings/{listing_id}/photos/{media_id}")
+async def remove_photo(
+    listing_id: UUID, media_id: UUID, user: ApiUser, ctx: Ctx, uow: Uow
+) -> schemas.ListingOut:
+    """Take a photo off my listing (its files are deleted)."""
+    return await gallery.remove_photo(ctx, uow, user, listing_id, media_id)
+
+
+@router.put("/listings/{listing_id}/photos")
+async def reorder_photos(
+    listing_id: UUID, body: schemas.PhotoOrder, user: ApiUser, ctx: Ctx, uow: Uow
+) -> schemas.ListingOut:
+    """Put my listing's photos in a new order: ``{"ids": [...]}``, each photo once."""
+    return await gallery.reorder(ctx, uow, user, listing_id, body)
 
 
 @router.post("/listings/{listing_id}/publish")
-async def publish_listing(listing_id: UUID, user: ApiUser, uow: Uow) -> schemas.ListingOut:
-    return await service.set_listing_status(uow, user, listing_id, ListingStatus.ACTIVE)
+async def publish_listing(
+    listing_id: UUID, user: ApiUser, ctx: Ctx, uow: Uow
+) -> schemas.ListingOut:
+    await service.set_listing_status(uow, user, listing_id, ListingStatus.ACTIVE)
+    return await service.listing_view(ctx, uow, listing_id)
 
 
 @router.post("/listings/{listing_id}/archive")
-async def archive_listing(listing_id: UUID, user: ApiUser, uow: Uow) -> schemas.ListingOut:
-    return await service.set_listing_status(uow, user, listing_id, ListingStatus.ARCHIVED)
+async def archive_listing(
+    listing_id: UUID, user: ApiUser, ctx: Ctx, uow: Uow
+) -> schemas.ListingOut:
+    await service.set_listing_status(uow, user, listing_id, ListingStatus.ARCHIVED)
+    return await service.listing_view(ctx, uow, listing_id)
 
 
 @router.get("/listings/{listing_id}")
-async def get_listing(listing_id: UUID, viewer: ApiOptionalUser, uow: Uow) -> schemas.ListingOut:
-    return await service.get_listing(uow, viewer, listing_id)
+async def get_listing(
+    listing_id: UUID, viewer: ApiOptionalUser, ctx: Ctx, uow: Uow
+) -> schemas.ListingOut:
+    return await service.get_listing(ctx, uow, viewer, listing_id)
 
 
 @router.get("/listings")
 async def browse_listings(
+    ctx: Ctx,
     uow: Uow,
     category: Category | None = None,
     q: str | None = Query(default=None, max_length=80),
@@ -89,27 +127,29 @@ async def browse_listings(
     limit: int = Query(default=20, ge=1, le=100),
 ) -> Page[schemas.ListingOut]:
     """Listings for sale, newest first, by category and words."""
-    items, next_cursor = await service.browse(uow, category, q, cursor, limit)
+    items, next_cursor = await service.browse(ctx, uow, category, q, cursor, limit)
     return Page(items=items, next_cursor=next_cursor)
 
 
 @router.get("/cart")
-async def get_cart(user: ApiUser, uow: Uow) -> schemas.CartOut:
+async def get_cart(user: ApiUser, ctx: Ctx, uow: Uow) -> schemas.CartOut:
     """My cart, with prices and stock checked again now."""
-    return await service.cart(uow, user)
+    return await service.cart(uow, user, ctx)
 
 
 @router.post("/cart/lines")
-async def add_to_cart(body: schemas.CartLineIn, user: ApiUser, uow: Uow) -> schemas.CartOut:
-    return await service.add_to_cart(uow, user, body)
+async def add_to_cart(
+    body: schemas.CartLineIn, user: ApiUser, ctx: Ctx, uow: Uow
+) -> schemas.CartOut:
+    return await service.add_to_cart(uow, user, body, ctx)
 
 
 @router.put("/cart/lines/{variant_id}")
 async def set_quantity(
-    variant_id: UUID, user: ApiUser, uow: Uow, quantity: int = Query(ge=0, le=99)
+    variant_id: UUID, user: ApiUser, ctx: Ctx, uow: Uow, quantity: int = Query(ge=0, le=99)
 ) -> schemas.CartOut:
     """Change a line's quantity; 0 removes it."""
-    return await service.set_cart_quantity(uow, user, variant_id, quantity)
+    return await service.set_cart_quantity(uow, user, variant_id, quantity, ctx)
 
 
 @router.get("/cart/quote")

@@ -1,30 +1,31 @@
 """Digital listings: the seller attaches the file (a PDF pattern); a buyer whose order is paid
 gets a short-lived signed link to it, and nobody else ever does.
 
-Where the file lives: ``media/<listing id>/<secret>.pdf``, where the secret is an HMAC of the
-listing id under the app's signing key. Nothing else needs recording (so no column is
-needed), the name cannot be guessed from the listing id, and the public ``/media/`` route
-refuses it (no public media object has the listing's id); only a signed URL opens it.
+Where the file lives is recorded on the listing: ``listings.digital_file_key`` is
+``media/<listing id>/<random token>.pdf`` (a new token for each file, so a replaced file's
+link never opens the new one) and ``digital_file_name`` the name the seller's file had. The
+name cannot be guessed, nothing about it depends on the app's signing key (a new
+``CRAFTREEL_SECRET_KEY`` keeps every file), and the public ``/media/`` route refuses it (no
+public media object has the listing's id): only a signed URL opens it. A replaced file is
+deleted once the new one is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import IO
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from craftreel.accounts.models import User
-from craftreel.config import Settings
 from craftreel.context import AppContext
 from craftreel.core.db import UnitOfWork
-from craftreel.core.errors import DomainError, InvalidInput, NotFound, PayloadTooLarge
+from craftreel.core.errors import Conflict, DomainError, InvalidInput, NotFound, PayloadTooLarge
 from craftreel.shop import service
 from craftreel.shop.models import Listing, ListingKind, Order, OrderLine, OrderStatus, Variant
 
@@ -80,11 +81,25 @@ class DownloadNotReady(NotFound):
     message = "The maker has not attached the file yet. Check back a little later."
 
 
-def file_key(settings: Settings, listing_id: UUID) -> str:
-    secret = hmac.new(
-        settings.signing_key, f"digital-file:{listing_id}".encode(), hashlib.sha256
-    ).hexdigest()[:32]
-    return f"media/{listing_id}/{secret}.pdf"
+class DigitalFileChanged(Conflict):
+    """Another upload replaced the file while this one was being stored."""
+
+    code = "digital_file_changed"
+    message = "The file was replaced while yours was uploading. Check it and try again."
+
+
+def new_file_key(listing_id: UUID) -> str:
+    """A fresh, unguessable key for one of a listing's files."""
+    return f"media/{listing_id}/{secrets.token_hex(16)}.pdf"
+
+
+def clean_file_name(name: str | None) -> str:
+    """The seller's file name as we show it: no folders, no control characters, ends .pdf."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip() or "pattern.pdf"
+    if not base.lower().endswith(".pdf"):
+        base = f"{base}.pdf"
+    return base if len(base) <= 200 else base[:96] + "…" + base[-100:]
 
 
 def _copy_checked(source: IO[bytes], target: Path, limit: int) -> None:
@@ -104,27 +119,56 @@ def _copy_checked(source: IO[bytes], target: Path, limit: int) -> None:
 
 
 async def attach_file(
-    ctx: AppContext, uow: UnitOfWork, seller: User, listing_id: UUID, upload: IO[bytes]
-) -> None:
-    """Store (or replace) the file of one of the seller's digital listings."""
+    ctx: AppContext,
+    uow: UnitOfWork,
+    seller: User,
+    listing_id: UUID,
+    upload: IO[bytes],
+    file_name: str | None = None,
+) -> str:
+    """Store (or replace) the file of one of the seller's digital listings; its new key.
+
+    The new file is written under a key of its own, then recorded only if the listing still
+    names the file this upload replaces (a concurrent replacement makes it a conflict, not a
+    lost file); the old file is deleted once that commits, the new one at once on a failure.
+    """
     listing, _, _ = await service.own_listing(uow, seller, listing_id)
     if listing.kind != ListingKind.DIGITAL:
         raise NotADigitalListing(field="file")
+    previous = listing.digital_file_key
     await asyncio.to_thread(ctx.settings.work_dir.mkdir, parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix="digital-", suffix=".pdf", dir=ctx.settings.work_dir)
     os.close(handle)
     path = Path(name)
+    key = new_file_key(listing.id)
+    stored = False
     try:
         await asyncio.to_thread(_copy_checked, upload, path, MAX_BYTES)
-        await ctx.storage.put_file(
-            file_key(ctx.settings, listing.id), path, "application/pdf", move=True
+        await ctx.storage.put_file(key, path, "application/pdf", move=True)
+        stored = True
+        same = (
+            Listing.digital_file_key.is_(None)
+            if previous is None
+            else Listing.digital_file_key == previous
         )
+        changed = await uow.session.execute(
+            update(Listing)
+            .where(Listing.id == listing.id, same)
+            .values(digital_file_key=key, digital_file_name=clean_file_name(file_name))
+            .execution_options(synchronize_session=False)
+        )
+        if not changed.rowcount:  # type: ignore[attr-defined]
+            raise DigitalFileChanged(field="file")
+        await uow.session.refresh(listing)
+    except BaseException:
+        if stored:
+            await ctx.storage.delete(key)
+        raise
     finally:
         await asyncio.to_thread(path.unlink, True)
-
-
-async def has_file(ctx: AppContext, listing_id: UUID) -> bool:
-    return await ctx.storage.stat(file_key(ctx.settings, listing_id)) is not None
+    if previous is not None:
+        uow.after_commit(ctx.storage.delete, previous)
+    return key
 
 
 async def download_url(
@@ -145,7 +189,7 @@ async def download_url(
     order, listing = row
     if order.status not in UNLOCKED:
         raise DownloadLocked(status=order.status)
-    key = file_key(ctx.settings, listing.id)
-    if await ctx.storage.stat(key) is None:
+    key = listing.digital_file_key
+    if key is None or await ctx.storage.stat(key) is None:
         raise DownloadNotReady()
     return ctx.storage.signed_url(key, ctx.settings.private_url_seconds)

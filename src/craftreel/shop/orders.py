@@ -1,5 +1,13 @@
-"""After checkout: the order's journey (paid → shipped → delivered → completed), the buyer's
-history, the seller's dashboard, and reviews. Every transition is one conditional update."""
+"""After checkout: the order's journey, the buyer's history, the seller's dashboard, and
+reviews. Every transition is one conditional update.
+
+The journey: placed → paid → shipped (carrier, tracking number) → delivered → completed;
+a paid order not yet shipped may be cancelled (stock back, payment refunded). An order of
+nothing but digital downloads has nothing to ship — the download is its delivery — so it
+goes from paid straight to delivered, in the same transaction that marks it paid: it never
+waits among the seller's orders "to ship", cannot be cancelled once its files are open, and
+its buyer may review it (and complete it) at once.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +44,7 @@ from craftreel.shop.models import (
     Shop,
     Variant,
 )
-from craftreel.shop.payments import LedgerEntry, Payment
+from craftreel.shop.payments import LedgerEntry, Payment, Refund, RefundStatus
 
 
 class OrderNotFound(NotFound):
@@ -176,6 +184,13 @@ class OrderDetail(BaseModel):
     #: The checkout is still open: an unpaid order can be paid now.
     payable: bool
     downloads_unlocked: bool
+    #: Only downloads: delivered as soon as it is paid, nothing to ship.
+    digital_only: bool = False
+    #: Its buyer may cancel it now (paid, not yet shipped): stock back, payment refunded.
+    cancellable: bool = False
+    #: Money given back for this order: confirmed by the provider, and still on its way.
+    refunded: int = 0
+    refund_pending: int = 0
     #: The other orders placed in the same checkout (other shops).
     sibling_order_ids: list[UUID]
 
@@ -206,6 +221,31 @@ async def _transition(
     if not result.rowcount:  # type: ignore[attr-defined]
         exists = await uow.session.scalar(select(Order.id).where(Order.id == order_id, *where))  # type: ignore[arg-type]
         raise WrongOrderState() if exists else OrderNotFound()
+
+
+def _has_physical_line() -> Any:
+    """Whether an order (the statement's ``orders`` row) holds anything but downloads."""
+    return (
+        select(OrderLine.id)
+        .join(Variant, Variant.id == OrderLine.variant_id)
+        .join(Listing, Listing.id == Variant.listing_id)
+        .where(OrderLine.order_id == Order.id, Listing.kind != ListingKind.DIGITAL)
+        .exists()
+    )
+
+
+async def deliver_downloads(uow: UnitOfWork, checkout_id: UUID) -> None:
+    """A checkout was just paid: its digital-only orders are delivered (by download) now."""
+    await uow.session.execute(
+        update(Order)
+        .where(
+            Order.checkout_id == checkout_id,
+            Order.status == OrderStatus.PAID,
+            ~_has_physical_line(),
+        )
+        .values(status=OrderStatus.DELIVERED, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def ship(
@@ -563,7 +603,19 @@ async def order_detail(ctx: AppContext, uow: UnitOfWork, user: User, order_id: U
             .order_by(Order.id)
         )
     ).all()
+    refunds = (
+        await session.execute(
+            select(Refund.status, func.sum(Refund.amount))
+            .where(Refund.order_id == order.id)
+            .group_by(Refund.status)
+        )
+    ).all()
+    refunded = {str(status): int(amount or 0) for status, amount in refunds}
     is_buyer = user.id == order.buyer_id
+    digital_only = bool(lines) and all(kind == ListingKind.DIGITAL for _, _, kind in lines)
+    delivered_at = shipment.delivered_at if shipment else None
+    if digital_only and order.status in (OrderStatus.DELIVERED, OrderStatus.COMPLETED):
+        delivered_at = paid_at
     return OrderDetail(
         id=order.id,
         checkout_id=checkout.id,
@@ -578,7 +630,7 @@ async def order_detail(ctx: AppContext, uow: UnitOfWork, user: User, order_id: U
         created_at=order.created_at,
         paid_at=paid_at,
         shipped_at=shipment.shipped_at if shipment else None,
-        delivered_at=shipment.delivered_at if shipment else None,
+        delivered_at=delivered_at,
         carrier=shipment.carrier if shipment else None,
         tracking_number=shipment.tracking_number if shipment else None,
         shipping_address=dict(checkout.shipping_address or {}),
@@ -604,5 +656,9 @@ async def order_detail(ctx: AppContext, uow: UnitOfWork, user: User, order_id: U
         and checkout.status == CheckoutStatus.OPEN
         and checkout.expires_at > utcnow(),
         downloads_unlocked=order.status in UNLOCKED,
+        digital_only=digital_only,
+        cancellable=is_buyer and order.status == OrderStatus.PAID,
+        refunded=refunded.get(RefundStatus.SUCCEEDED, 0),
+        refund_pending=refunded.get(RefundStatus.PENDING, 0),
         sibling_order_ids=list(siblings) if is_buyer else [],
     )

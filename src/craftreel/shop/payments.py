@@ -1556,6 +1556,10 @@ async def _mark_orders_paid(
         _ledger(session, order, LedgerKind.PLATFORM_FEE, -fee, f"platform_fee:{order.id}")
     await session.flush()
     await queue_receipt(ctx, uow, payment.checkout_id)
+    # Orders of nothing but downloads are delivered by their download (see shop.orders).
+    from craftreel.shop.orders import deliver_downloads  # orders builds on payments
+
+    await deliver_downloads(uow, payment.checkout_id)
 
 
 async def _refund_whole_payment(

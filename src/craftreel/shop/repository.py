@@ -10,6 +10,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from craftreel.core.db import like_pattern
+from craftreel.media.models import MediaObject
 from craftreel.shop.models import (
     CartLine,
     Checkout,
@@ -50,6 +51,63 @@ async def listing_with_shop(session: AsyncSession, listing_id: UUID) -> tuple[Li
         )
     ).first()
     return None if row is None else (row[0], row[1])
+
+
+async def locked_listing_with_shop(
+    session: AsyncSession, listing_id: UUID
+) -> tuple[Listing, Shop] | None:
+    """A listing and its shop, the listing's row locked until commit (PostgreSQL; on SQLite
+    writers queue anyway), so changes to its photo list never overwrite each other."""
+    row = (
+        await session.execute(
+            select(Listing, Shop)
+            .join(Shop, Shop.id == Listing.shop_id)
+            .where(Listing.id == listing_id)
+            .with_for_update(of=Listing)
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def photo_ids(listing: Listing) -> list[UUID]:
+    return [UUID(str(value)) for value in listing.photo_media_ids or []]
+
+
+async def photos_of(
+    session: AsyncSession, listings: Sequence[Listing], first_only: bool = False
+) -> dict[UUID, MediaObject]:
+    """The photos of these listings (or only each one's first), by media id; one query."""
+    wanted: set[UUID] = set()
+    for listing in listings:
+        ids = photo_ids(listing)
+        wanted.update(ids[:1] if first_only else ids)
+    if not wanted:
+        return {}
+    rows = await session.scalars(select(MediaObject).where(MediaObject.id.in_(wanted)))
+    return {media.id: media for media in rows}
+
+
+async def set_photos_public(
+    session: AsyncSession, owner_id: UUID, media_ids: Sequence[UUID], public: bool
+) -> None:
+    """Show (or stop showing) a listing's photos to everyone."""
+    if not media_ids:
+        return
+    await session.execute(
+        update(MediaObject)
+        .where(MediaObject.id.in_(media_ids), MediaObject.owner_id == owner_id)
+        .values(is_public=public)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def cart_count(session: AsyncSession, buyer_id: UUID) -> int:
+    """How many items are in a buyer's cart (the app bar's badge)."""
+    total = await session.scalar(
+        select(func.sum(CartLine.quantity)).where(CartLine.buyer_id == buyer_id)
+    )
+    return int(total or 0)
 
 
 async def variants_of(

@@ -13,6 +13,8 @@ from craftreel.shop.models import Category, ListingKind
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 Minor = Annotated[int, Field(ge=0, le=100_000_000)]
+#: How many photos a listing may have.
+MAX_PHOTOS = 8
 
 
 class ShopCreate(BaseModel):
@@ -102,6 +104,18 @@ class VariantOut(BaseModel):
     available: bool
 
 
+class ListingPhoto(BaseModel):
+    """One of a listing's photos: the largest WebP copy, a small one for grids and carts,
+    the picture's size (for its shape) and a blurhash to show while it loads."""
+
+    id: UUID
+    url: str
+    thumb_url: str
+    width: int | None
+    height: int | None
+    blurhash: str | None
+
+
 class ListingOut(BaseModel):
     id: UUID
     shop_handle: str
@@ -112,7 +126,19 @@ class ListingOut(BaseModel):
     lead_time_days: int | None
     status: str
     variants: list[VariantOut]
+    #: In the seller's order; the first is the listing's picture everywhere.
+    photos: list[ListingPhoto] = Field(default_factory=list)
+    #: A digital listing whose file is attached (buyers can download once paid).
+    has_file: bool = False
     created_at: datetime
+
+
+class PhotoOrder(BaseModel):
+    """A listing's photos in a new order: each of its photo ids, once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[UUID] = Field(max_length=MAX_PHOTOS)
 
 
 class CartLineIn(BaseModel):
@@ -136,6 +162,8 @@ class CartLineOut(BaseModel):
     #: Re-checked every time the cart is shown: "ok", "not_enough_stock", "unavailable".
     availability: str
     stock: int | None
+    #: The listing's first photo, small (None without photos).
+    thumb_url: str | None = None
 
 
 class CartOut(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import timedelta
 from uuid import UUID
 
@@ -17,6 +18,9 @@ from craftreel.core.errors import Conflict, DomainError, InvalidInput, NotFound
 from craftreel.core.ids import uuid7
 from craftreel.core.money import apply_rate, parse_rates
 from craftreel.core.pagination import decode_time_cursor, page_of
+from craftreel.media.models import MediaObject
+from craftreel.media.service import media_url
+from craftreel.shop import photos as shop_photos
 from craftreel.shop import repository as repo
 from craftreel.shop import schemas
 from craftreel.shop.models import (
@@ -171,15 +175,13 @@ async def shop_profile(uow: UnitOfWork, handle: str) -> schemas.ShopProfile:
 
 
 async def shop_listings(
-    uow: UnitOfWork, handle: str, cursor: str | None, limit: int
+    ctx: AppContext, uow: UnitOfWork, handle: str, cursor: str | None, limit: int
 ) -> tuple[list[schemas.ListingOut], str | None]:
     """A shop's listings for sale (active or sold out), newest first."""
     shop = await repo.shop_by_handle(uow.session, handle)
     if shop is None:
         raise ShopNotFound()
-    return await _listings_page(
-        uow, shop, [ListingStatus.ACTIVE, ListingStatus.SOLD_OUT], cursor, limit
-    )
+    return await _listings_page(ctx, uow, shop, list(VISIBLE), cursor, limit)
 
 
 async def my_shop(uow: UnitOfWork, owner: User) -> Shop | None:
@@ -188,21 +190,31 @@ async def my_shop(uow: UnitOfWork, owner: User) -> Shop | None:
 
 
 async def my_listings(
-    uow: UnitOfWork, owner: User, cursor: str | None, limit: int
+    ctx: AppContext, uow: UnitOfWork, owner: User, cursor: str | None, limit: int
 ) -> tuple[list[schemas.ListingOut], str | None]:
     """Every listing of the seller's shop, drafts and archived ones too, newest first."""
     shop = await _own_shop(uow, owner)
-    return await _listings_page(uow, shop, list(ListingStatus), cursor, limit)
+    return await _listings_page(ctx, uow, shop, list(ListingStatus), cursor, limit)
 
 
 async def _listings_page(
-    uow: UnitOfWork, shop: Shop, statuses: list[ListingStatus], cursor: str | None, limit: int
+    ctx: AppContext,
+    uow: UnitOfWork,
+    shop: Shop,
+    statuses: list[ListingStatus],
+    cursor: str | None,
+    limit: int,
 ) -> tuple[list[schemas.ListingOut], str | None]:
+    """A page of one shop's listings: three queries whatever the page size."""
     after = decode_time_cursor(cursor) if cursor else None
     rows = await repo.listings_of_shop(uow.session, shop.id, statuses, after, limit)
     items, next_cursor = page_of(rows, limit, lambda listing: (listing.created_at, listing.id))
     variants = await repo.variants_of(uow.session, [listing.id for listing in items])
-    return [listing_out(shop, listing, variants[listing.id]) for listing in items], next_cursor
+    media = await repo.photos_of(uow.session, items)
+    return [
+        listing_out(shop, listing, variants[listing.id], photo_outs(ctx, listing, media))
+        for listing in items
+    ], next_cursor
 
 
 async def _own_shop(uow: UnitOfWork, owner: User) -> Shop:
@@ -212,7 +224,52 @@ async def _own_shop(uow: UnitOfWork, owner: User) -> Shop:
     return shop
 
 
-def listing_out(shop: Shop, listing: Listing, variants: list[Variant]) -> schemas.ListingOut:
+#: The states in which a listing (and so its photos) is shown to everyone.
+VISIBLE = (ListingStatus.ACTIVE, ListingStatus.SOLD_OUT)
+
+
+def photo_outs(
+    ctx: AppContext, listing: Listing, media: dict[UUID, MediaObject]
+) -> list[schemas.ListingPhoto]:
+    """A listing's photos in its order (one whose media is gone is left out)."""
+    out = []
+    for media_id in repo.photo_ids(listing):
+        found = media.get(media_id)
+        webps = shop_photos.webp_variants(found) if found is not None else []
+        if found is None or not webps:
+            continue
+        largest = max(webps, key=lambda v: int(v["width"]))
+        smallest = min(webps, key=lambda v: int(v["width"]))
+        out.append(
+            schemas.ListingPhoto(
+                id=found.id,
+                url=media_url(ctx, found, str(largest["key"])),
+                thumb_url=media_url(ctx, found, str(smallest["key"])),
+                width=found.width,
+                height=found.height,
+                blurhash=found.assets.get("blurhash"),
+            )
+        )
+    return out
+
+
+async def listing_view(ctx: AppContext, uow: UnitOfWork, listing_id: UUID) -> schemas.ListingOut:
+    """A listing as its API shows it (whoever may see it has been checked already)."""
+    found = await repo.listing_with_shop(uow.session, listing_id)
+    if found is None:
+        raise ListingNotFound()
+    listing, shop = found
+    variants = (await repo.variants_of(uow.session, [listing.id]))[listing.id]
+    media = await repo.photos_of(uow.session, [listing])
+    return listing_out(shop, listing, variants, photo_outs(ctx, listing, media))
+
+
+def listing_out(
+    shop: Shop,
+    listing: Listing,
+    variants: list[Variant],
+    photos: Sequence[schemas.ListingPhoto] = (),
+) -> schemas.ListingOut:
     return schemas.ListingOut(
         id=listing.id,
         shop_handle=shop.handle,
@@ -234,6 +291,8 @@ def listing_out(shop: Shop, listing: Listing, variants: list[Variant]) -> schema
             )
             for v in variants
         ],
+        photos=list(photos),
+        has_file=listing.digital_file_key is not None,
         created_at=listing.created_at,
     )
 
@@ -250,7 +309,8 @@ def _lead_time(kind: str, lead_time_days: int | None) -> int | None:
 async def create_listing(
     uow: UnitOfWork, owner: User, body: schemas.ListingCreate
 ) -> schemas.ListingOut:
-    """A draft listing in the seller's own shop (the shop comes from who asks, never the body)."""
+    """A draft listing in the seller's own shop (the shop comes from who asks, never the body);
+    photos and a digital file are added to it after."""
     shop = await _own_shop(uow, owner)
     listing = Listing(
         id=uuid7(),
@@ -293,7 +353,7 @@ async def own_listing(
 
 
 async def update_listing(
-    uow: UnitOfWork, owner: User, listing_id: UUID, body: schemas.ListingUpdate
+    ctx: AppContext, uow: UnitOfWork, owner: User, listing_id: UUID, body: schemas.ListingUpdate
 ) -> schemas.ListingOut:
     """Change a listing of the seller's own shop and its variants, all or nothing."""
     listing, shop, current = await own_listing(uow, owner, listing_id)
@@ -340,13 +400,16 @@ async def update_listing(
     for variant in current:
         await uow.session.refresh(variant)
     variants = sorted([*current, *added], key=lambda v: (v.position, v.id))
-    return listing_out(shop, listing, variants)
+    media = await repo.photos_of(uow.session, [listing])
+    return listing_out(shop, listing, variants, photo_outs(ctx, listing, media))
 
 
 async def set_listing_status(
     uow: UnitOfWork, owner: User, listing_id: UUID, status: ListingStatus
-) -> schemas.ListingOut:
-    found = await repo.listing_with_shop(uow.session, listing_id)
+) -> Listing:
+    """Publish, archive (…) one of the seller's listings; its photos are public exactly while
+    buyers can see it."""
+    found = await repo.locked_listing_with_shop(uow.session, listing_id)
     if found is None:
         raise ListingNotFound()
     listing, shop = found
@@ -354,39 +417,52 @@ async def set_listing_status(
         # Another seller's listing: as good as not there.
         raise ListingNotFound()
     listing.status = status
-    variants = (await repo.variants_of(uow.session, [listing.id]))[listing.id]
-    return listing_out(shop, listing, variants)
+    await repo.set_photos_public(uow.session, owner.id, repo.photo_ids(listing), status in VISIBLE)
+    await uow.session.flush()
+    return listing
 
 
-async def get_listing(uow: UnitOfWork, viewer: User | None, listing_id: UUID) -> schemas.ListingOut:
+async def get_listing(
+    ctx: AppContext, uow: UnitOfWork, viewer: User | None, listing_id: UUID
+) -> schemas.ListingOut:
     found = await repo.listing_with_shop(uow.session, listing_id)
     if found is None:
         raise ListingNotFound()
     listing, shop = found
     is_owner = viewer is not None and viewer.id == shop.owner_id
-    if listing.status in (ListingStatus.DRAFT, ListingStatus.ARCHIVED) and not is_owner:
+    if listing.status not in VISIBLE and not is_owner:
         raise ListingNotFound()
     variants = (await repo.variants_of(uow.session, [listing.id]))[listing.id]
-    return listing_out(shop, listing, variants)
+    media = await repo.photos_of(uow.session, [listing])
+    return listing_out(shop, listing, variants, photo_outs(ctx, listing, media))
 
 
 async def browse(
-    uow: UnitOfWork, category: str | None, text: str | None, cursor: str | None, limit: int
+    ctx: AppContext,
+    uow: UnitOfWork,
+    category: str | None,
+    text: str | None,
+    cursor: str | None,
+    limit: int,
 ) -> tuple[list[schemas.ListingOut], str | None]:
     """Listings for sale, newest first; three queries whatever the page size."""
     after = decode_time_cursor(cursor) if cursor else None
     rows = await repo.browse(uow.session, category, text, after, limit)
     items, next_cursor = page_of(rows, limit, lambda r: (r[0].created_at, r[0].id))
     variants = await repo.variants_of(uow.session, [listing.id for listing, _ in items])
+    media = await repo.photos_of(uow.session, [listing for listing, _ in items])
     return [
-        listing_out(shop, listing, variants[listing.id]) for listing, shop in items
+        listing_out(shop, listing, variants[listing.id], photo_outs(ctx, listing, media))
+        for listing, shop in items
     ], next_cursor
 
 
 # --- cart -------------------------------------------------------------------------------
 
 
-async def add_to_cart(uow: UnitOfWork, buyer: User, body: schemas.CartLineIn) -> schemas.CartOut:
+async def add_to_cart(
+    uow: UnitOfWork, buyer: User, body: schemas.CartLineIn, ctx: AppContext | None = None
+) -> schemas.CartOut:
     """Add units of a variant (adding again raises the quantity)."""
     variant = await uow.session.get(Variant, body.variant_id)
     found = await repo.listing_with_shop(uow.session, variant.listing_id) if variant else None
@@ -404,11 +480,11 @@ async def add_to_cart(uow: UnitOfWork, buyer: User, body: schemas.CartLineIn) ->
     else:
         line.quantity = quantity
     await uow.session.flush()
-    return await cart(uow, buyer)
+    return await cart(uow, buyer, ctx)
 
 
 async def set_cart_quantity(
-    uow: UnitOfWork, buyer: User, variant_id: UUID, quantity: int
+    uow: UnitOfWork, buyer: User, variant_id: UUID, quantity: int, ctx: AppContext | None = None
 ) -> schemas.CartOut:
     line = await uow.session.get(CartLine, (buyer.id, variant_id))
     if line is None:
@@ -418,14 +494,21 @@ async def set_cart_quantity(
     else:
         line.quantity = quantity
     await uow.session.flush()
-    return await cart(uow, buyer)
+    return await cart(uow, buyer, ctx)
 
 
-async def cart(uow: UnitOfWork, buyer: User) -> schemas.CartOut:
-    """The cart with today's prices and stock (re-checked each time it is shown)."""
+async def cart(uow: UnitOfWork, buyer: User, ctx: AppContext | None = None) -> schemas.CartOut:
+    """The cart with today's prices and stock (re-checked each time it is shown); with
+    ``ctx``, each line with its listing's first photo (one query more)."""
     lines = []
     totals: dict[str, int] = defaultdict(int)
-    for line, variant, listing, shop in await repo.cart_rows(uow.session, buyer.id):
+    rows = await repo.cart_rows(uow.session, buyer.id)
+    firsts = (
+        await repo.photos_of(uow.session, [row[2] for row in rows], first_only=True)
+        if ctx is not None
+        else {}
+    )
+    for line, variant, listing, shop in rows:
         if listing.status != ListingStatus.ACTIVE:
             availability = "unavailable"
         elif variant.stock is not None and variant.stock < line.quantity:
@@ -449,9 +532,24 @@ async def cart(uow: UnitOfWork, buyer: User) -> schemas.CartOut:
                 line_total=line_total,
                 availability=availability,
                 stock=variant.stock,
+                thumb_url=_thumb(ctx, listing, firsts) if ctx is not None else None,
             )
         )
     return schemas.CartOut(lines=lines, items_total=dict(totals))
+
+
+def _thumb(ctx: AppContext, listing: Listing, media: dict[UUID, MediaObject]) -> str | None:
+    ids = repo.photo_ids(listing)
+    found = media.get(ids[0]) if ids else None
+    if found is None or not shop_photos.webp_variants(found):
+        return None
+    smallest = min(shop_photos.webp_variants(found), key=lambda v: int(v["width"]))
+    return media_url(ctx, found, str(smallest["key"]))
+
+
+async def cart_count(uow: UnitOfWork, buyer_id: UUID) -> int:
+    """How many items the buyer's cart holds (one cheap query, for the app bar)."""
+    return await repo.cart_count(uow.session, buyer_id)
 
 
 # --- checkout ---------------------------------------------------------------------------

@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
@@ -47,9 +48,12 @@ from craftreel.core.db import UnitOfWork
 from craftreel.core.errors import Conflict, DomainError, InvalidInput
 from craftreel.core.web import verify_csrf
 from craftreel.deps import Ctx, Uow
-from craftreel.shop import downloads, orders, payments, schemas, service
+from craftreel.media.models import MediaObject
+from craftreel.shop import downloads, gallery, orders, payments, schemas, service
+from craftreel.shop import photos as shop_photos
 from craftreel.shop.models import Category, ListingKind, ListingStatus, OrderStatus
 from craftreel.shop.prices import format_price, parse_price, plain_amount
+from craftreel.shop.schemas import MAX_PHOTOS
 
 router = APIRouter(
     include_in_schema=False, dependencies=[Depends(verify_csrf)], route_class=PageRoute
@@ -58,6 +62,7 @@ router = APIRouter(
 PAGE_SIZE = 24
 Text = Annotated[str, Form()]
 TextList = Annotated[list[str] | None, Form()]
+Uploads = Annotated[list[UploadFile] | None, File()]
 NextPath = Annotated[str, Form(alias="next")]
 M = TypeVar("M", bound=BaseModel)
 
@@ -113,6 +118,12 @@ TIMELINE = [
     (OrderStatus.PAID, "Paid"),
     (OrderStatus.SHIPPED, "Shipped"),
     (OrderStatus.DELIVERED, "Delivered"),
+    (OrderStatus.COMPLETED, "Completed"),
+]
+DOWNLOAD_TIMELINE = [
+    (OrderStatus.PLACED, "Placed"),
+    (OrderStatus.PAID, "Paid"),
+    (OrderStatus.DELIVERED, "Ready to download"),
     (OrderStatus.COMPLETED, "Completed"),
 ]
 #: What to tell a buyer whose card the provider refused (by the provider's failure code).
@@ -247,6 +258,12 @@ def _grouped(lines: Sequence[schemas.CartLineOut]) -> list[CartGroup]:
     return list(groups.values())
 
 
+async def appbar_extras(request: Request, uow: UnitOfWork, user: User) -> None:
+    """What the app bar shows on every page for a signed-in person: the number of items in
+    their cart (one cheap query; ``base.html`` renders it through ``shop/_cart_link.html``)."""
+    request.state.cart_count = await service.cart_count(uow, user.id)
+
+
 async def _is_shop_owner(uow: UnitOfWork, viewer: Identity | None, shop_id: UUID) -> bool:
     if viewer is None:
         return False
@@ -268,7 +285,7 @@ async def shop(
 ) -> Response:
     """A shop: its name, policies, rating, and what it has for sale."""
     profile = await service.shop_profile(uow, handle)
-    listings, next_cursor = await service.shop_listings(uow, handle, cursor, PAGE_SIZE)
+    listings, next_cursor = await service.shop_listings(ctx, uow, handle, cursor, PAGE_SIZE)
     reviews = await orders.shop_reviews(ctx, uow, profile.id, limit=6)
     return shop_page(
         request,
@@ -302,7 +319,7 @@ async def listing(
     listing_id: UUID, request: Request, viewer: WebOptionalIdentity, ctx: Ctx, uow: Uow
 ) -> Response:
     """A listing: gallery, description, variants with price and stock, reviews."""
-    found = await service.get_listing(uow, viewer.user if viewer else None, listing_id)
+    found = await service.get_listing(ctx, uow, viewer.user if viewer else None, listing_id)
     profile = await service.shop_profile(uow, found.shop_handle)
     prices = sorted({v.price_minor for v in found.variants})
     currency = profile.currency
@@ -351,9 +368,9 @@ async def add_to_cart(
 
 
 @router.get("/cart")
-async def cart(request: Request, identity: WebIdentity, uow: Uow) -> Response:
+async def cart(request: Request, identity: WebIdentity, ctx: Ctx, uow: Uow) -> Response:
     """The cart by shop, with today's prices and stock."""
-    current = await service.cart(uow, identity.user)
+    current = await service.cart(uow, identity.user, ctx)
     return shop_page(
         request,
         "shop/cart.html",
@@ -367,13 +384,18 @@ async def cart(request: Request, identity: WebIdentity, uow: Uow) -> Response:
 
 @router.post("/cart/lines/{variant_id}")
 async def set_quantity(
-    variant_id: UUID, request: Request, identity: WebIdentity, uow: Uow, quantity: Text = ""
+    variant_id: UUID,
+    request: Request,
+    identity: WebIdentity,
+    ctx: Ctx,
+    uow: Uow,
+    quantity: Text = "",
 ) -> Response:
     """Change a line's quantity; 0 (or the Remove button) takes it out."""
     if not quantity.strip().isdigit() or not 0 <= int(quantity) <= 99:
         raise InvalidInput(FIELD_PROBLEMS["quantity"], field="quantity")
     count = int(quantity)
-    current = await service.set_cart_quantity(uow, identity.user, variant_id, count)
+    current = await service.set_cart_quantity(uow, identity.user, variant_id, count, ctx)
     toast: Toast = (
         ("Removed from your cart.", "info") if count == 0 else ("Cart updated.", "success")
     )
@@ -401,7 +423,7 @@ async def _checkout_context(
     country = values.get("country") or "GB"
     if country not in COUNTRIES:
         country = "GB"
-    current = await service.cart(uow, user)
+    current = await service.cart(uow, user, ctx)
     return {
         "values": {**values, "country": country},
         "errors": {},
@@ -621,8 +643,10 @@ async def order_history(
 
 
 def timeline(order: orders.OrderDetail) -> list[dict[str, Any]]:
-    """The steps from placed to completed: which are done, which is now, and when."""
-    steps = [status for status, _ in TIMELINE]
+    """The steps from placed to completed: which are done, which is now, and when. Downloads
+    are not shipped: they are delivered as soon as they are paid."""
+    stages = DOWNLOAD_TIMELINE if order.digital_only else TIMELINE
+    steps = [status for status, _ in stages]
     reached = steps.index(OrderStatus(order.status)) if order.status in steps else -1
     when: dict[str, datetime | None] = {
         OrderStatus.PLACED: order.created_at,
@@ -639,7 +663,7 @@ def timeline(order: orders.OrderDetail) -> list[dict[str, Any]]:
             "current": n == reached,
             "at": when[status] if n <= reached else None,
         }
-        for n, (status, label) in enumerate(TIMELINE)
+        for n, (status, label) in enumerate(stages)
     ]
 
 
@@ -695,6 +719,29 @@ async def complete(order_id: UUID, request: Request, identity: WebIdentity, uow:
     """The buyer is happy with a delivered order: it is completed."""
     await orders.complete(uow, identity.user, order_id)
     return redirect(request, f"/orders/{order_id}", ("Order completed. Thank you!", "success"))
+
+
+@router.post("/orders/{order_id}/cancel")
+async def cancel(order_id: UUID, request: Request, user: ApiOrWebUser, ctx: Ctx) -> Response:
+    """The buyer cancels a paid order before it ships: the stock goes back and the payment
+    for it is refunded (the toast says how the refund went)."""
+    refund = await payments.cancel_order(ctx, user, order_id)
+    if refund is None:
+        toast: Toast = ("Order cancelled. Nothing was charged for it.", "success")
+    elif refund.status == payments.RefundStatus.SUCCEEDED:
+        amount = format_price(refund.amount, refund.currency)
+        toast = (f"Order cancelled. {amount} is refunded to your card.", "success")
+    elif refund.status == payments.RefundStatus.FAILED:
+        amount = format_price(refund.amount, refund.currency)
+        toast = (
+            f"Order cancelled, but the card provider refused the refund of {amount}. "
+            "The maker can send it again from their shop.",
+            "error",
+        )
+    else:
+        amount = format_price(refund.amount, refund.currency)
+        toast = (f"Order cancelled. Your refund of {amount} is on its way to your card.", "info")
+    return redirect(request, f"/orders/{order_id}", toast)
 
 
 @router.post("/orders/{order_id}/ship")
@@ -777,13 +824,11 @@ async def sell(request: Request, identity: WebIdentity, ctx: Ctx, uow: Uow) -> R
     mine = await service.my_shop(uow, user)
     if mine is None:
         return shop_page(request, "shop/open_shop.html", {"values": _shop_values(), "errors": {}})
-    listings, _ = await service.my_listings(uow, user, None, 100)
+    listings, _ = await service.my_listings(ctx, uow, user, None, 100)
     to_ship, _ = await orders.seller_orders(uow, user, OrderStatus.PAID, None, 20)
     shipped, _ = await orders.seller_orders(uow, user, OrderStatus.SHIPPED, None, 20)
     no_file = {
-        item.id
-        for item in listings
-        if item.kind == ListingKind.DIGITAL and not await downloads.has_file(ctx, item.id)
+        item.id for item in listings if item.kind == ListingKind.DIGITAL and not item.has_file
     }
     return shop_page(
         request,
@@ -938,19 +983,54 @@ def _listing_values(found: schemas.ListingOut) -> dict[str, Any]:
             }
             for v in found.variants
         ],
+        "photo_order": [str(photo.id) for photo in found.photos],
+        "photo_remove": [],
     }
 
 
 def _listing_form(
-    shop_currency: str, values: dict[str, Any], listing: schemas.ListingOut | None = None
+    shop_currency: str,
+    values: dict[str, Any],
+    listing: schemas.ListingOut | None = None,
+    file_name: str | None = None,
 ) -> dict[str, Any]:
+    photos = {str(photo.id): photo for photo in listing.photos} if listing else {}
+    order = [i for i in values.get("photo_order") or [] if i in photos]
+    shown = [photos[i] for i in order] + [p for i, p in photos.items() if i not in order]
     return {
         "values": values,
         "errors": {},
         "listing": listing,
+        "photos": shown,
+        "removing": set(values.get("photo_remove") or []),
+        "max_photos": MAX_PHOTOS,
         "currency": shop_currency,
         "max_file_mb": downloads.MAX_BYTES // (1024 * 1024),
+        "has_file": file_name is not None,
+        "file_name": file_name,
     }
+
+
+def _photo_readers(
+    ctx: AppContext, uploads: list[UploadFile] | None, room: int
+) -> list[Callable[[], Awaitable[bytes]]]:
+    """The chosen photos, each read only when its turn to be processed comes (an empty file
+    field sends a nameless part: no photo). More than there is room for is refused first."""
+    chosen = [upload for upload in uploads or [] if upload.filename]
+    if len(chosen) > room:
+        raise gallery.TooManyPhotos(field="photos", max_photos=MAX_PHOTOS)
+    limit = ctx.settings.upload_max_image_bytes
+    return [partial(read_upload, upload, limit) for upload in chosen]
+
+
+def _ids(values: list[str] | None) -> list[UUID]:
+    out = []
+    for value in values or []:
+        try:
+            out.append(UUID(value))
+        except ValueError:
+            continue
+    return out
 
 
 @router.get("/sell/listings/new")
@@ -965,9 +1045,8 @@ async def new_listing(request: Request, identity: WebIdentity, uow: Uow) -> Resp
 @router.post("/sell/listings")
 async def create_listing(
     request: Request,
-    identity: WebIdentity,
+    user: ApiOrWebUser,
     ctx: Ctx,
-    uow: Uow,
     title: Text = "",
     description: Text = "",
     category: Text = "",
@@ -979,11 +1058,17 @@ async def create_listing(
     variant_stock: TextList = None,
     variant_stock_was: TextList = None,
     action: Text = "draft",
+    photos: Uploads = None,
     file: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
-    """A new listing (a draft, or published at once), with its file when it is digital."""
-    user = identity.user
-    mine = await service.my_shop(uow, user)
+    """A new listing (a draft, or published at once), with its photos and, when it is
+    digital, its file — all of it, or nothing.
+
+    The photos are cleaned and stored before the listing's transaction opens (so nothing is
+    held in the database while they are encoded) and deleted again if anything fails.
+    """
+    async with ctx.uow() as uow:
+        mine = await service.my_shop(uow, user)
     if mine is None:
         return redirect(request, "/sell", ("Open your shop first.", "info"))
     rows = _variant_rows(variant_id, variant_name, variant_price, variant_stock, variant_stock_was)
@@ -995,6 +1080,7 @@ async def create_listing(
         "lead_time_days": lead_time_days,
         "rows": rows,
     }
+    prepared: list[MediaObject] = []
     try:
         body = parse(
             schemas.ListingCreate,
@@ -1005,14 +1091,20 @@ async def create_listing(
             lead_time_days=lead_time_days.strip() or None,
             variants=_variants_payload(rows, mine.currency, kind),
         )
-        made = await service.create_listing(uow, user, body)
-        if file is not None and file.filename:
-            await downloads.attach_file(ctx, uow, user, made.id, file.file)
-        if action == "publish":
-            await service.set_listing_status(uow, user, made.id, ListingStatus.ACTIVE)
-    except DomainError as exc:
-        context = _listing_form(mine.currency, values)
-        raise _reject(request, "shop/listing_form.html", exc, context) from exc
+        prepared = await gallery.prepare(ctx, user, _photo_readers(ctx, photos, MAX_PHOTOS))
+        async with ctx.uow() as uow:
+            made = await service.create_listing(uow, user, body)
+            await gallery.arrange(ctx, uow, user, made.id, add=prepared)
+            if file is not None and file.filename:
+                await downloads.attach_file(ctx, uow, user, made.id, file.file, file.filename)
+            if action == "publish":
+                await service.set_listing_status(uow, user, made.id, ListingStatus.ACTIVE)
+    except BaseException as exc:
+        await shop_photos.discard(ctx, prepared)
+        if not isinstance(exc, DomainError):
+            raise
+        context = {**_listing_form(mine.currency, values), "errors": field_errors(exc)}
+        return shop_page(request, "shop/listing_form.html", context, exc.status_code)
     toast: Toast = (
         (f"“{made.title}” is live in your shop.", "success")
         if action == "publish"
@@ -1025,10 +1117,11 @@ async def create_listing(
 async def edit_listing(
     listing_id: UUID, request: Request, identity: WebIdentity, ctx: Ctx, uow: Uow
 ) -> Response:
-    listing_row, shop_row, variants = await service.own_listing(uow, identity.user, listing_id)
-    found = service.listing_out(shop_row, listing_row, variants)
-    context = _listing_form(shop_row.currency, _listing_values(found), found)
-    context["has_file"] = await downloads.has_file(ctx, found.id)
+    listing_row, shop_row, _ = await service.own_listing(uow, identity.user, listing_id)
+    found = await service.listing_view(ctx, uow, listing_id)
+    context = _listing_form(
+        shop_row.currency, _listing_values(found), found, listing_row.digital_file_name
+    )
     return shop_page(request, "shop/listing_form.html", context)
 
 
@@ -1036,9 +1129,8 @@ async def edit_listing(
 async def save_listing(
     listing_id: UUID,
     request: Request,
-    identity: WebIdentity,
+    user: ApiOrWebUser,
     ctx: Ctx,
-    uow: Uow,
     title: Text = "",
     description: Text = "",
     category: Text = "",
@@ -1048,13 +1140,19 @@ async def save_listing(
     variant_price: TextList = None,
     variant_stock: TextList = None,
     variant_stock_was: TextList = None,
+    photo_id: TextList = None,
+    photo_remove: TextList = None,
+    photos: Uploads = None,
     file: Annotated[UploadFile | None, File()] = None,
 ) -> Response:
-    """Save changes to my listing (and replace its file), all or nothing."""
-    user = identity.user
-    listing_row, shop_row, variants = await service.own_listing(uow, user, listing_id)
-    before = service.listing_out(shop_row, listing_row, variants)
+    """Save changes to my listing: text, options, photos (order, removals, new ones) and its
+    file — all of it, or nothing."""
+    async with ctx.uow() as uow:
+        listing_row, shop_row, _ = await service.own_listing(uow, user, listing_id)
+        before = await service.listing_view(ctx, uow, listing_id)
+        file_name = listing_row.digital_file_name
     rows = _variant_rows(variant_id, variant_name, variant_price, variant_stock, variant_stock_was)
+    order, removing = _ids(photo_id), set(_ids(photo_remove))
     values = {
         "title": title,
         "description": description,
@@ -1062,8 +1160,11 @@ async def save_listing(
         "kind": before.kind,
         "lead_time_days": lead_time_days,
         "rows": rows,
+        "photo_order": [str(i) for i in order],
+        "photo_remove": [str(i) for i in removing],
     }
-    has_file = await downloads.has_file(ctx, listing_id)
+    staying = len([photo for photo in before.photos if photo.id not in removing])
+    prepared: list[MediaObject] = []
     try:
         body = parse(
             schemas.ListingUpdate,
@@ -1073,12 +1174,31 @@ async def save_listing(
             lead_time_days=lead_time_days.strip() or None,
             variants=_variants_payload(rows, shop_row.currency, before.kind),
         )
-        saved = await service.update_listing(uow, user, listing_id, body)
-        if file is not None and file.filename:
-            await downloads.attach_file(ctx, uow, user, listing_id, file.file)
-    except DomainError as exc:
-        context = {**_listing_form(shop_row.currency, values, before), "has_file": has_file}
-        raise _reject(request, "shop/listing_form.html", exc, context) from exc
+        readers = _photo_readers(ctx, photos, MAX_PHOTOS - staying)
+        prepared = await gallery.prepare(ctx, user, readers)
+        async with ctx.uow() as uow:
+            saved = await service.update_listing(ctx, uow, user, listing_id, body)
+            await gallery.arrange(
+                ctx,
+                uow,
+                user,
+                listing_id,
+                order=order,
+                strict=False,
+                remove=removing,
+                add=prepared,
+            )
+            if file is not None and file.filename:
+                await downloads.attach_file(ctx, uow, user, listing_id, file.file, file.filename)
+    except BaseException as exc:
+        await shop_photos.discard(ctx, prepared)
+        if not isinstance(exc, DomainError):
+            raise
+        context = {
+            **_listing_form(shop_row.currency, values, before, file_name),
+            "errors": field_errors(exc),
+        }
+        return shop_page(request, "shop/listing_form.html", context, exc.status_code)
     return redirect(request, "/sell#listings", (f"“{saved.title}” is saved.", "success"))
 
 
