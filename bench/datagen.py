@@ -1031,7 +1031,7 @@ class SqliteSink:
         self.conn.execute("PRAGMA foreign_keys=OFF")
         self.conn.execute("PRAGMA synchronous=OFF")
         self.conn.execute("PRAGMA cache_size=-262144")
-        self.dialect = sqlite_dialect.dialect()  # type: ignore[no-untyped-call]
+        self.dialect = sqlite_dialect.dialect()
 
     async def write(self, rows: TableRows) -> int:
         table = _table(rows.table)

@@ -971,10 +971,13 @@ def main() -> int:
     try:
         import uvloop
 
-        runner: Callable[[Awaitable[dict[str, Any]]], dict[str, Any]] = uvloop.run
+        new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     except ImportError:
-        runner = asyncio.run
-    runs = [runner(run_backend(b, urls[b], args)) for b in args.backends]
+        new_loop = asyncio.new_event_loop
+    runs = []
+    for backend in args.backends:
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            runs.append(runner.run(run_backend(backend, urls[backend], args)))
     verdict = judge(runs)
     data = {
         "settings": {
