@@ -47,8 +47,16 @@ class Background:
             await self.notifier.close()
 
 
-async def _every(seconds: float, name: str, action: Callable[[], Awaitable[object]]) -> None:
-    """Run ``action`` now and then every ``seconds``, logging (never dying of) failures."""
+Periodic = tuple[float, str, Callable[[], Awaitable[object]], bool]
+
+
+async def _every(
+    seconds: float, name: str, action: Callable[[], Awaitable[object]], at_start: bool
+) -> None:
+    """Run ``action`` every ``seconds`` (first right away when ``at_start``), logging (never
+    dying of) failures."""
+    if not at_start:
+        await asyncio.sleep(seconds)
     while True:
         try:
             await action()
@@ -57,17 +65,20 @@ async def _every(seconds: float, name: str, action: Callable[[], Awaitable[objec
         await asyncio.sleep(seconds)
 
 
-def _periodic(ctx: AppContext) -> list[tuple[float, str, Callable[[], Awaitable[object]]]]:
-    """Housekeeping that runs wherever jobs run."""
+def _periodic(ctx: AppContext) -> list[Periodic]:
+    """Housekeeping that runs wherever jobs run. Lapsed uploads are swept at start (a crash may
+    have left some); rank scores are stored and set at publish, so their refresh waits a turn
+    rather than rewriting two weeks of posts while the server starts."""
     from craftreel.feed.tasks import refresh_rank_scores
     from craftreel.media.tasks import sweep_uploads
 
     return [
-        (600.0, "media.sweep_uploads", lambda: sweep_uploads(ctx)),
+        (600.0, "media.sweep_uploads", lambda: sweep_uploads(ctx), True),
         (
             float(ctx.settings.rank_refresh_seconds),
             "feed.refresh_rank_scores",
             lambda: refresh_rank_scores(ctx),
+            False,
         ),
     ]
 
@@ -88,6 +99,8 @@ async def start_background(ctx: AppContext, run_jobs: bool) -> Background:
         background.runner = InProcessRunner(ctx.jobs, ctx.settings.job_concurrency)
         background.runner.start()
     if run_jobs:
-        for seconds, name, action in _periodic(ctx):
-            background.tasks.append(asyncio.create_task(_every(seconds, name, action), name=name))
+        for seconds, name, action, at_start in _periodic(ctx):
+            background.tasks.append(
+                asyncio.create_task(_every(seconds, name, action, at_start), name=name)
+            )
     return background
