@@ -7,6 +7,7 @@ import { mountPlayer } from "/static/js/player.js";
 import { showLocalTimes, showPendingToast } from "/static/js/composer.js";
 import { showToast } from "/static/js/app.js";
 import {
+  api,
   CommentsSheet,
   heartBurst,
   LIKE,
@@ -175,14 +176,10 @@ function mountKit(page) {
   button?.addEventListener("click", async () => {
     button.disabled = true;
     try {
-      const response = await fetch(`/api/v1/posts/${encodeURIComponent(button.dataset.postId)}/kit/cart`, {
-        method: "POST",
-        credentials: "same-origin",
-        headers: {
-          Accept: "application/json",
-          "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]')?.content ?? "",
-        },
-      });
+      const response = await api(
+        "POST",
+        `/api/v1/posts/${encodeURIComponent(button.dataset.postId)}/kit/cart`,
+      );
       if (response.status === 401) {
         location.href = `/signin?next=${encodeURIComponent(location.pathname)}`;
         return;

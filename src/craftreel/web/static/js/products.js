@@ -6,10 +6,7 @@
 // end_s, url}); `host` is an element laid over the video where the chips go.
 
 import { showToast } from "/static/js/app.js";
-
-function csrfToken() {
-  return document.querySelector('meta[name="csrf-token"]')?.content ?? "";
-}
+import { api } from "/static/js/interactions.js";
 
 /** 1800, "GBP" → "£18.00" in the reader's locale. */
 export function formatPrice(minor, currency) {
@@ -47,18 +44,10 @@ export function setCartCount(count) {
 async function addToCart(postId, product, button) {
   button.disabled = true;
   try {
-    const response = await fetch(
+    const response = await api(
+      "POST",
       `/api/v1/posts/${encodeURIComponent(postId)}/products/${encodeURIComponent(product.id)}/cart`,
-      {
-        method: "POST",
-        credentials: "same-origin",
-        headers: {
-          Accept: "application/json",
-          "Content-Type": "application/json",
-          "X-CSRF-Token": csrfToken(),
-        },
-        body: "{}",
-      },
+      {},
     );
     if (response.status === 401) {
       showToast("Sign in to add things to your cart.", "info");
