@@ -22,7 +22,7 @@ from craftreel.config import Settings
 from craftreel.context import AppContext, build_context
 from craftreel.core.errors import DomainError, NotAuthenticated
 from craftreel.core.logging import configure_logging
-from craftreel.core.middleware import Metrics, RequestContextMiddleware
+from craftreel.core.middleware import CookieMiddleware, Metrics, RequestContextMiddleware
 from craftreel.core.web import CSRF_COOKIE, PACKAGE_DIR, build_templates, render
 from craftreel.feed import api as feed_api
 from craftreel.feed import search_api
@@ -162,24 +162,12 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def csrf_cookie(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response: Response = await call_next(request)
-        if getattr(request.state, "clear_session_cookie", False):
-            # The browser holds a cookie for a session that has ended: forget it.
-            response.delete_cookie(SESSION_COOKIE)
-        new = getattr(request.state, "new_csrf", None)
-        if new and CSRF_COOKIE not in request.cookies:
-            response.set_cookie(
-                CSRF_COOKIE,
-                new,
-                httponly=True,
-                samesite="lax",
-                secure=settings.cookies_secure,
-                max_age=60 * 60 * 24 * 365,
-            )
-        return response
-
+    app.add_middleware(
+        CookieMiddleware,
+        session_cookie=SESSION_COOKIE,
+        csrf_cookie=CSRF_COOKIE,
+        secure=settings.cookies_secure,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
 
     @app.get("/healthz", include_in_schema=False)

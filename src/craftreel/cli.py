@@ -8,10 +8,14 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from craftreel.config import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,14 +61,28 @@ def cmd_serve(args: argparse.Namespace) -> None:
         from craftreel.demo import seed_demo
 
         asyncio.run(seed_demo(settings))
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        proxy_headers=True,
-        log_config=None,
-        access_log=False,
-    )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "proxy_headers": True,
+        "log_config": None,
+        "access_log": False,
+    }
+    if args.workers > 1:
+        # Each worker process builds its own app (and engine, caches, job runner) from the
+        # environment; they share the listening socket.
+        uvicorn.run(
+            "craftreel.cli:app_from_environment", factory=True, workers=args.workers, **options
+        )
+    else:
+        uvicorn.run(create_app(settings), **options)
+
+
+def app_from_environment() -> FastAPI:
+    """The app a ``serve --workers N`` worker process runs, configured from the environment."""
+    from craftreel.app import create_app
+
+    return create_app(load_settings())
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -159,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--migrate", action="store_true", help="apply migrations first")
     serve.add_argument("--seed-demo", action="store_true", help="load demo data first")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the port (default 1)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run background jobs (media processing, cleanup)")

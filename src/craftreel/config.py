@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(default=120, ge=10)
     # how often Discover's stored rank scores are recomputed from engagement
     rank_refresh_seconds: int = Field(default=300, ge=10, le=24 * 3600)
+    feed_card_seconds: float = Field(default=20, ge=0, le=3600)
+    feed_card_limit: int = Field(default=20_000, ge=0, le=1_000_000)
+    auth_cache_seconds: float = Field(default=10, ge=0, le=300)
 
     # shop
     checkout_reservation_minutes: int = Field(default=15, ge=1, le=24 * 60)

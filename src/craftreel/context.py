@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from craftreel.accounts.identities import IdentityCache
 from craftreel.accounts.social import JwksCache
 from craftreel.config import Settings
 from craftreel.core.db import UnitOfWork, create_engine, session_factory
@@ -17,6 +18,7 @@ from craftreel.core.outbox import MailOutbox
 from craftreel.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from craftreel.core.security import Passwords
 from craftreel.core.storage import LocalStorage, S3Storage, Storage
+from craftreel.posts.cards import CardCache
 
 
 @dataclass
@@ -32,9 +34,13 @@ class AppContext:
     http: httpx.AsyncClient
     jwks: JwksCache
     redis: Redis | None
+    #: Rendered feed cards (see posts/cards.py); off unless the settings turn it on.
+    cards: CardCache = field(default_factory=lambda: CardCache(0, 0))
+    #: Sessions bearer tokens named, reused by read-only requests (accounts/identities.py).
+    identities: IdentityCache = field(default_factory=lambda: IdentityCache(0))
 
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions)
+    def uow(self, *, read_only: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.sessions, read_only=read_only)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -97,4 +103,9 @@ def build_context(settings: Settings) -> AppContext:
         http=http,
         jwks=JwksCache(http),
         redis=redis,
+        cards=CardCache(
+            min(settings.feed_card_seconds, settings.private_url_seconds / 4),
+            settings.feed_card_limit,
+        ),
+        identities=IdentityCache(settings.auth_cache_seconds),
     )

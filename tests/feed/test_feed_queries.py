@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -14,14 +15,31 @@ from craftreel.config import Settings
 from craftreel.context import AppContext
 from craftreel.core.db import UnitOfWork
 from craftreel.feed import service
-from craftreel.posts.schemas import PostOut
+from craftreel.posts.repository import FeedPost
+from craftreel.posts.service import feed_items, feed_models
 from tests.factories import sign_up
 from tests.feed.factories import engage, follow
 from tests.posts.factories import make_post
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
-Feed = Callable[[UnitOfWork, User, int], Awaitable[tuple[list[PostOut], str | None]]]
+Feed = Callable[[UnitOfWork, User, int], Awaitable[tuple[list[dict[str, Any]], str | None]]]
+Present = Callable[[AppContext, UnitOfWork, User | None, Sequence[FeedPost]], Awaitable[list[Any]]]
+
+
+def as_json(present: Present) -> Present:
+    """A presenter whose items come out as JSON objects, whichever it is."""
+
+    async def run(
+        ctx: AppContext, uow: UnitOfWork, viewer: User | None, posts: Sequence[FeedPost]
+    ) -> list[Any]:
+        items = await present(ctx, uow, viewer, posts)
+        return [
+            json.loads(item) if isinstance(item, bytes) else item.model_dump(mode="json")
+            for item in items
+        ]
+
+    return run
 
 
 @pytest.fixture
@@ -50,8 +68,8 @@ async def _statements(ctx: AppContext, viewer_handle: str, feed: Feed, limit: in
             event.remove(ctx.engine.sync_engine, "before_cursor_execute", counter)
     assert len(items) == limit, "the page must be full for the comparison to mean anything"
     assert next_cursor is not None
-    assert any(p.viewer and p.viewer.liked for p in items)
-    assert any(p.viewer and p.viewer.saved for p in items)
+    assert any(p["viewer"] and p["viewer"]["liked"] for p in items)
+    assert any(p["viewer"] and p["viewer"]["saved"] for p in items)
     return count
 
 
@@ -72,23 +90,50 @@ async def test_a_page_of_5_and_a_page_of_50_run_the_same_queries(
             post = await make_post(client, ctx, maker, caption=f"#counted {n}")
             await engage(client, post, likers=[viewer], savers=[viewer])
 
-    feeds: dict[str, Feed] = {
-        "following": lambda uow, user, limit: service.following(ctx, uow, user, None, limit),
-        "discover": lambda uow, user, limit: service.discover(ctx, uow, user, None, limit),
-        "hashtag": lambda uow, user, limit: service.hashtag(ctx, uow, user, "counted", None, limit),
-        "profile grid": lambda uow, user, limit: service.profile_posts(
-            ctx, uow, user, "prolific", None, limit
-        ),
+    def feeds(present: Present) -> dict[str, Feed]:
+        show = as_json(present)
+        return {
+            "following": lambda uow, user, limit: service.following(
+                ctx, uow, user, None, limit, show
+            ),
+            "discover": lambda uow, user, limit: service.discover(
+                ctx, uow, user, None, limit, show
+            ),
+            "hashtag": lambda uow, user, limit: service.hashtag(
+                ctx, uow, user, "counted", None, limit, show
+            ),
+            "profile grid": lambda uow, user, limit: service.profile_posts(
+                ctx, uow, user, "prolific", None, limit, show
+            ),
+        }
+
+    async def cold(feed: Feed, limit: int) -> int:
+        ctx.cards.clear()
+        return await _statements(ctx, "counter", feed, limit)
+
+    async def warm(feed: Feed, limit: int) -> int:
+        await _statements(ctx, "counter", feed, limit)
+        return await _statements(ctx, "counter", feed, limit)
+
+    assert ctx.cards.enabled, "the test settings keep feed cards on, as production does"
+    pages = {
+        name: (await cold(feed, 5), await cold(feed, 50))
+        for name, feed in feeds(feed_models).items()
     }
-    counts = {
-        name: (
-            await _statements(ctx, "counter", feed, 5),
-            await _statements(ctx, "counter", feed, 50),
-        )
-        for name, feed in feeds.items()
+    # The feed's own read (with the viewer's likes and saves), then authors, media and the
+    # shop's product tags: at least five.
+    assert all(small >= 5 for small, _ in pages.values()), pages
+    assert {name: small for name, (small, _) in pages.items()} == {
+        name: large for name, (_, large) in pages.items()
     }
-    # The feed's own read, then authors, media, the viewer's likes and saves: at least five.
-    assert all(small >= 5 for small, _ in counts.values()), counts
-    assert {name: small for name, (small, _) in counts.items()} == {
-        name: large for name, (_, large) in counts.items()
+    api = feeds(feed_items)
+    rendered = {name: (await cold(feed, 5), await cold(feed, 50)) for name, feed in api.items()}
+    assert {name: small for name, (small, _) in rendered.items()} == {
+        name: large for name, (_, large) in rendered.items()
     }
+    reused = {name: (await warm(feed, 5), await warm(feed, 50)) for name, feed in api.items()}
+    assert {name: small for name, (small, _) in reused.items()} == {
+        name: large for name, (_, large) in reused.items()
+    }
+    # With every card reused, a page is just the feed's own read(s).
+    assert all(reused[name][0] < rendered[name][0] for name in api), (reused, rendered)

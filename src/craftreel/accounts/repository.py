@@ -22,6 +22,7 @@ from craftreel.accounts.models import (
     SocialIdentity,
     User,
 )
+from craftreel.core.changes import QUIET
 from craftreel.core.clock import utcnow
 from craftreel.core.db import like_pattern
 
@@ -123,7 +124,8 @@ async def web_session_by_hash(
 
 async def touch_session(session: AsyncSession, session_id: UUID, now: datetime) -> None:
     await session.execute(
-        update(AuthSession).where(AuthSession.id == session_id).values(last_seen_at=now)
+        update(AuthSession).where(AuthSession.id == session_id).values(last_seen_at=now),
+        execution_options=QUIET,  # bookkeeping: no cached session goes stale over it
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from craftreel.accounts import repository as repo
 from craftreel.accounts import schemas
 from craftreel.accounts.avatar import process_avatar
+from craftreel.accounts.identities import people_and_sessions
 from craftreel.accounts.models import (
     AuthSession,
     Block,
@@ -233,7 +234,15 @@ async def authenticate_access_token(uow: UnitOfWork, ctx: AppContext, token: str
         session_id = UUID(claims["sid"])
     except (jwt.PyJWTError, ValueError) as exc:
         raise NotAuthenticated("Your access token is invalid or has expired.") from exc
-    return await _live_session(uow, await repo.session_with_user(uow.session, session_id))
+    cache = ctx.identities
+    if uow.read_only and cache.enabled:
+        cached = cache.get(session_id)
+        if cached is not None:
+            return await _live_session(uow, cached)
+    found = await repo.session_with_user(uow.session, session_id)
+    if found is not None and uow.read_only and cache.enabled:
+        cache.put(session_id, found, people_and_sessions.seen(uow.session.sync_session))
+    return await _live_session(uow, found)
 
 
 async def authenticate_web_cookie(uow: UnitOfWork, cookie: str) -> Identity:
@@ -248,9 +257,18 @@ async def _live_session(uow: UnitOfWork, found: tuple[AuthSession, User] | None)
     if auth.revoked_at is not None or auth.expires_at <= now:
         raise NotAuthenticated("Your session has ended. Sign in again.")
     if now - auth.last_seen_at > timedelta(minutes=1):
-        await repo.touch_session(uow.session, auth.id, now)
+        if uow.read_only:
+            uow.after_commit(_touch_session, uow.another(), auth.id, now)
+        else:
+            await repo.touch_session(uow.session, auth.id, now)
         auth.last_seen_at = now
     return Identity(user, auth)
+
+
+async def _touch_session(uow: UnitOfWork, session_id: UUID, now: datetime) -> None:
+    """Note a session's last use in a unit of work of its own (after a read-only request)."""
+    async with uow:
+        await repo.touch_session(uow.session, session_id, now)
 
 
 # --- sign up, verify, sign in ----------------------------------------------------------

@@ -46,7 +46,7 @@ from craftreel.core.errors import (
 )
 from craftreel.core.security import new_token, sign, unsign
 from craftreel.core.web import render, verify_csrf
-from craftreel.deps import Ctx, Uow
+from craftreel.deps import Ctx, Uow, writes_on_get
 
 PAGE_SIZE = 20
 FLASH_COOKIE = "cr_flash"
@@ -513,6 +513,7 @@ def _link_failed(
 
 
 @router.get("/verify")
+@writes_on_get
 async def verify(
     request: Request, viewer: WebOptionalIdentity, ctx: Ctx, uow: Uow, token: str = ""
 ) -> Response:
@@ -606,6 +607,7 @@ async def reset(
 
 
 @router.get("/verify-email-change")
+@writes_on_get
 async def confirm_email_change(
     request: Request, viewer: WebOptionalIdentity, ctx: Ctx, uow: Uow, token: str = ""
 ) -> Response:

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, access logs, Prometheus metrics, security headers."""
+"""Pure ASGI middleware: request ids, access logs, Prometheus metrics, security headers,
+cookies set by handlers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import uuid
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from craftreel.core.logging import request_id_var
@@ -85,3 +88,50 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+class CookieMiddleware:
+    """Cookies decided while handling a request, set on its response: a new CSRF cookie for a
+    browser that has none (``scope["state"]["new_csrf"]``), and the removal of a session
+    cookie whose session has ended (``scope["state"]["clear_session_cookie"]``)."""
+
+    def __init__(
+        self, app: ASGIApp, *, session_cookie: str, csrf_cookie: str, secure: bool
+    ) -> None:
+        self.app = app
+        self.session_cookie = session_cookie
+        self.csrf_cookie = csrf_cookie
+        self.secure = secure
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state = scope.get("state") or {}
+                if state.get("clear_session_cookie") or state.get("new_csrf"):
+                    self._set_cookies(scope, state, MutableHeaders(scope=message))
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    def _set_cookies(self, scope: Scope, state: dict[str, object], headers: MutableHeaders) -> None:
+        cookies = Response()  # only to format Set-Cookie headers the way Starlette does
+        if state.get("clear_session_cookie"):
+            # The browser holds a cookie for a session that has ended: forget it.
+            cookies.delete_cookie(self.session_cookie)
+        new = state.get("new_csrf")
+        if isinstance(new, str) and self.csrf_cookie not in Request(scope).cookies:
+            cookies.set_cookie(
+                self.csrf_cookie,
+                new,
+                httponly=True,
+                samesite="lax",
+                secure=self.secure,
+                max_age=60 * 60 * 24 * 365,
+            )
+        for name, value in cookies.raw_headers:
+            if name == b"set-cookie":
+                headers.append("set-cookie", value.decode("latin-1"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from craftreel.accounts.deps import ApiOrWebOptionalUser
@@ -12,11 +12,18 @@ from craftreel.core.errors import NotAuthenticated
 from craftreel.core.pagination import Page
 from craftreel.deps import Ctx, Uow
 from craftreel.feed import service
+from craftreel.posts import cards
 from craftreel.posts.schemas import PostOut
+from craftreel.posts.service import feed_items
 
 router = APIRouter(prefix="/api/v1", tags=["feed"])
 
 Limit = Annotated[int, Query(ge=1, le=50)]
+
+
+def _page(items: list[bytes], next_cursor: str | None) -> Response:
+    """A page of rendered feed items (see ``posts.service.feed_items``), sent as it is."""
+    return Response(cards.page(items, next_cursor), media_type="application/json")
 
 
 class HashtagOut(BaseModel):
@@ -24,24 +31,22 @@ class HashtagOut(BaseModel):
     post_count: int
 
 
-@router.get("/feed/following")
+@router.get("/feed/following", response_model=Page[PostOut])
 async def following_feed(
     viewer: ApiOrWebOptionalUser, ctx: Ctx, uow: Uow, cursor: str | None = None, limit: Limit = 20
-) -> Page[PostOut]:
+) -> Response:
     """Posts of the people I follow, newest first."""
     if viewer is None:
         raise NotAuthenticated()
-    items, next_cursor = await service.following(ctx, uow, viewer, cursor, limit)
-    return Page(items=items, next_cursor=next_cursor)
+    return _page(*await service.following(ctx, uow, viewer, cursor, limit, feed_items))
 
 
-@router.get("/feed/discover")
+@router.get("/feed/discover", response_model=Page[PostOut])
 async def discover_feed(
     viewer: ApiOrWebOptionalUser, ctx: Ctx, uow: Uow, cursor: str | None = None, limit: Limit = 20
-) -> Page[PostOut]:
+) -> Response:
     """Everyone's posts by recency and engagement, at most two in a row by one maker."""
-    items, next_cursor = await service.discover(ctx, uow, viewer, cursor, limit)
-    return Page(items=items, next_cursor=next_cursor)
+    return _page(*await service.discover(ctx, uow, viewer, cursor, limit, feed_items))
 
 
 @router.get("/hashtags/{tag}")
@@ -51,7 +56,7 @@ async def hashtag_info(tag: str, viewer: ApiOrWebOptionalUser, uow: Uow) -> Hash
     return HashtagOut(tag=name, post_count=await service.hashtag_count(uow, viewer, name))
 
 
-@router.get("/hashtags/{tag}/posts")
+@router.get("/hashtags/{tag}/posts", response_model=Page[PostOut])
 async def hashtag_feed(
     tag: str,
     viewer: ApiOrWebOptionalUser,
@@ -59,13 +64,12 @@ async def hashtag_feed(
     uow: Uow,
     cursor: str | None = None,
     limit: Limit = 20,
-) -> Page[PostOut]:
+) -> Response:
     """Posts with the hashtag, newest first."""
-    items, next_cursor = await service.hashtag(ctx, uow, viewer, tag, cursor, limit)
-    return Page(items=items, next_cursor=next_cursor)
+    return _page(*await service.hashtag(ctx, uow, viewer, tag, cursor, limit, feed_items))
 
 
-@router.get("/people/{handle}/posts")
+@router.get("/people/{handle}/posts", response_model=Page[PostOut])
 async def profile_posts(
     handle: str,
     viewer: ApiOrWebOptionalUser,
@@ -73,7 +77,6 @@ async def profile_posts(
     uow: Uow,
     cursor: str | None = None,
     limit: Limit = 20,
-) -> Page[PostOut]:
+) -> Response:
     """A maker's published posts, newest first (their profile grid)."""
-    items, next_cursor = await service.profile_posts(ctx, uow, viewer, handle, cursor, limit)
-    return Page(items=items, next_cursor=next_cursor)
+    return _page(*await service.profile_posts(ctx, uow, viewer, handle, cursor, limit, feed_items))

@@ -21,7 +21,13 @@ from sqlalchemy.orm import aliased
 from craftreel.accounts import service as accounts
 from craftreel.accounts.models import User
 from craftreel.posts.models import Post, PostHashtag, PostStatus
-from craftreel.posts.repository import visible_posts, visible_to
+from craftreel.posts.repository import (
+    FeedPost,
+    feed_posts,
+    viewer_flags,
+    visible_posts,
+    visible_to,
+)
 
 TimeKey = tuple[datetime, UUID]
 ScoreKey = tuple[float, UUID]
@@ -35,7 +41,7 @@ def _before(column: Any, id_column: Any, key: tuple[Any, UUID]) -> Any:
 
 async def following(
     session: AsyncSession, viewer_id: UUID, after: TimeKey | None, limit: int
-) -> Sequence[Post]:
+) -> list[FeedPost]:
     """Published posts of the people ``viewer_id`` follows, newest first (``limit + 1``).
 
     PostgreSQL reads each followee's newest ``limit + 1`` posts from the (author, status,
@@ -55,20 +61,21 @@ async def following(
         )
         post = aliased(Post, per_followee)
         query = (
-            select(post)
+            select(post, *viewer_flags(viewer_id, post.id))
             .select_from(followees)
             .join(per_followee, true())
             .order_by(post.published_at.desc(), post.id.desc())
         )
     else:
-        query = visible_posts(viewer_id, listed=True).where(
-            Post.author_id.in_(accounts.followee_ids_query(viewer_id))
+        query = (
+            visible_posts(viewer_id, listed=True)
+            .add_columns(*viewer_flags(viewer_id))
+            .where(Post.author_id.in_(accounts.followee_ids_query(viewer_id)))
         )
         if after is not None:
             query = query.where(_before(Post.published_at, Post.id, after))
         query = query.order_by(Post.published_at.desc(), Post.id.desc())
-    rows = await session.scalars(query.limit(limit + 1))
-    return rows.all()
+    return feed_posts(await session.execute(query.limit(limit + 1)))
 
 
 @dataclass(frozen=True)
@@ -125,12 +132,16 @@ async def discover_candidates(
     return [Candidate(r.id, r.author_id, r.rank_score) for r in rows.all()]
 
 
-async def posts_by_ids(session: AsyncSession, post_ids: Sequence[UUID]) -> list[Post]:
+async def posts_by_ids(
+    session: AsyncSession, viewer_id: UUID | None, post_ids: Sequence[UUID]
+) -> list[FeedPost]:
     """The posts with these ids, in the order given (one query)."""
     if not post_ids:
         return []
-    rows = await session.scalars(select(Post).where(Post.id.in_(post_ids)))
-    found = {p.id: p for p in rows.all()}
+    rows = await session.execute(
+        select(Post, *viewer_flags(viewer_id)).where(Post.id.in_(post_ids))
+    )
+    found = {item.post.id: item for item in feed_posts(rows)}
     return [found[i] for i in post_ids if i in found]
 
 
@@ -144,15 +155,15 @@ def _tagged(viewer_id: UUID | None, tag: str) -> Any:
 
 async def tagged(
     session: AsyncSession, viewer_id: UUID | None, tag: str, after: TimeKey | None, limit: int
-) -> Sequence[Post]:
+) -> list[FeedPost]:
     """Listed posts with ``#tag``, newest first (``limit + 1``), paging on the tag's index."""
-    query = _tagged(viewer_id, tag)
+    query = _tagged(viewer_id, tag).add_columns(*viewer_flags(viewer_id))
     if after is not None:
         query = query.where(_before(PostHashtag.published_at, PostHashtag.post_id, after))
-    rows = await session.scalars(
+    rows = await session.execute(
         query.order_by(PostHashtag.published_at.desc(), PostHashtag.post_id.desc()).limit(limit + 1)
     )
-    return rows.all()
+    return feed_posts(rows)
 
 
 async def tagged_count(session: AsyncSession, viewer_id: UUID | None, tag: str) -> int:
@@ -167,15 +178,19 @@ async def by_author(
     author_id: UUID,
     after: TimeKey | None,
     limit: int,
-) -> Sequence[Post]:
+) -> list[FeedPost]:
     """A maker's published posts the viewer may see, newest first (``limit + 1``)."""
-    query = visible_posts(viewer_id, listed=True).where(Post.author_id == author_id)
+    query = (
+        visible_posts(viewer_id, listed=True)
+        .add_columns(*viewer_flags(viewer_id))
+        .where(Post.author_id == author_id)
+    )
     if after is not None:
         query = query.where(_before(Post.published_at, Post.id, after))
-    rows = await session.scalars(
+    rows = await session.execute(
         query.order_by(Post.published_at.desc(), Post.id.desc()).limit(limit + 1)
     )
-    return rows.all()
+    return feed_posts(rows)
 
 
 # --- rank refresh --------------------------------------------------------------------

@@ -1,14 +1,16 @@
 """Timelines: Following, Discover, a hashtag's posts and a maker's profile grid.
 
 Every list pages by keyset, so a page never repeats or skips a post because new ones were
-published meanwhile, and is turned into :class:`PostOut` in a fixed number of queries.
+published meanwhile, and is presented (models for pages, rendered JSON for the API) in a
+fixed number of queries.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from craftreel.accounts import service as accounts
@@ -19,9 +21,13 @@ from craftreel.core.errors import InvalidInput
 from craftreel.core.pagination import decode_state, decode_time_cursor, encode_state, page_of
 from craftreel.feed import repository as repo
 from craftreel.feed.repository import Candidate, PassedOver, ScoreKey, TimeKey
-from craftreel.posts import service as posts_service
-from craftreel.posts.models import Post
-from craftreel.posts.schemas import PostOut
+from craftreel.posts.repository import FeedPost
+
+T = TypeVar("T")
+
+#: How a page's posts are presented: ``posts.service.to_out`` (models, for pages) or
+#: ``posts.service.feed_items`` (rendered JSON, for the API).
+Present = Callable[[AppContext, UnitOfWork, User | None, Sequence[FeedPost]], Awaitable[list[T]]]
 
 #: Discover shows at most this many posts in a row by one maker (unless no one else is left).
 MAX_RUN = 2
@@ -29,7 +35,8 @@ MAX_RUN = 2
 _TAG = re.compile(r"\w{1,60}", re.UNICODE)
 
 
-def _published_key(post: Post) -> TimeKey:
+def _published_key(item: FeedPost) -> TimeKey:
+    post = item.post
     assert post.published_at is not None  # every post in a feed is published
     return post.published_at, post.id
 
@@ -38,13 +45,18 @@ def _published_key(post: Post) -> TimeKey:
 
 
 async def following(
-    ctx: AppContext, uow: UnitOfWork, viewer: User, cursor: str | None, limit: int
-) -> tuple[list[PostOut], str | None]:
+    ctx: AppContext,
+    uow: UnitOfWork,
+    viewer: User,
+    cursor: str | None,
+    limit: int,
+    present: Present[T],
+) -> tuple[list[T], str | None]:
     """Posts of the people I follow (approved), newest first; my own are not among them."""
     after = decode_time_cursor(cursor) if cursor else None
     rows = await repo.following(uow.session, viewer.id, after, limit)
     items, next_cursor = page_of(rows, limit, _published_key)
-    return await posts_service.to_out(ctx, uow, viewer, items), next_cursor
+    return await present(ctx, uow, viewer, items), next_cursor
 
 
 # --- Discover -----------------------------------------------------------------------
@@ -104,8 +116,13 @@ def _window(limit: int) -> int:
 
 
 async def discover(
-    ctx: AppContext, uow: UnitOfWork, viewer: User | None, cursor: str | None, limit: int
-) -> tuple[list[PostOut], str | None]:
+    ctx: AppContext,
+    uow: UnitOfWork,
+    viewer: User | None,
+    cursor: str | None,
+    limit: int,
+    present: Present[T],
+) -> tuple[list[T], str | None]:
     """Everyone's listed posts I may see, by rank (recency and engagement), never mine and
     never three in a row by one maker while anyone else's are left.
 
@@ -151,8 +168,8 @@ async def discover(
         _place(position, page, head)
     has_more = bool(queue) or more_beyond
     next_cursor = position.encode() if page and has_more else None
-    posts = await repo.posts_by_ids(session, [c.id for c in page])
-    return await posts_service.to_out(ctx, uow, viewer, posts), next_cursor
+    posts = await repo.posts_by_ids(session, viewer_id, [c.id for c in page])
+    return await present(ctx, uow, viewer, posts), next_cursor
 
 
 def _place(position: DiscoverPosition, page: list[Candidate], post: Candidate) -> None:
@@ -179,14 +196,15 @@ async def hashtag(
     tag: str,
     cursor: str | None,
     limit: int,
-) -> tuple[list[PostOut], str | None]:
+    present: Present[T],
+) -> tuple[list[T], str | None]:
     """Listed posts with ``#tag`` I may see, newest first."""
     after = decode_time_cursor(cursor) if cursor else None
     rows = await repo.tagged(
         uow.session, viewer.id if viewer else None, normalize_tag(tag), after, limit
     )
     items, next_cursor = page_of(rows, limit, _published_key)
-    return await posts_service.to_out(ctx, uow, viewer, items), next_cursor
+    return await present(ctx, uow, viewer, items), next_cursor
 
 
 async def hashtag_count(uow: UnitOfWork, viewer: User | None, tag: str) -> int:
@@ -204,11 +222,12 @@ async def profile_posts(
     handle: str,
     cursor: str | None,
     limit: int,
-) -> tuple[list[PostOut], str | None]:
+    present: Present[T],
+) -> tuple[list[T], str | None]:
     """A maker's published posts, newest first: all of them for the maker; for others, those
     their visibility allows. A missing, deleted or blocked (either way) person is not found."""
     person = await accounts.person_visible_to(uow, viewer, handle)
     after = decode_time_cursor(cursor) if cursor else None
     rows = await repo.by_author(uow.session, viewer.id if viewer else None, person.id, after, limit)
     items, next_cursor = page_of(rows, limit, _published_key)
-    return await posts_service.to_out(ctx, uow, viewer, items), next_cursor
+    return await present(ctx, uow, viewer, items), next_cursor

@@ -27,6 +27,7 @@ from craftreel.feed import search as feed_search
 from craftreel.feed import service as feed_service
 from craftreel.media.schemas import Media
 from craftreel.posts.schemas import PostOut
+from craftreel.posts.service import feed_models
 from craftreel.posts.text import format_timestamp
 
 router = APIRouter(include_in_schema=False)
@@ -185,9 +186,13 @@ async def _feed_page(
     if tab == "following":
         if viewer is None:
             raise NotAuthenticated()
-        posts, next_cursor = await feed_service.following(ctx, uow, viewer, cursor, FEED_PAGE)
+        posts, next_cursor = await feed_service.following(
+            ctx, uow, viewer, cursor, FEED_PAGE, feed_models
+        )
         return await cards(uow, viewer, posts, following_all=True), next_cursor
-    posts, next_cursor = await feed_service.discover(ctx, uow, viewer, cursor, FEED_PAGE)
+    posts, next_cursor = await feed_service.discover(
+        ctx, uow, viewer, cursor, FEED_PAGE, feed_models
+    )
     return await cards(uow, viewer, posts), next_cursor
 
 
@@ -254,7 +259,9 @@ async def hashtag(
     if name != tag:
         return RedirectResponse(f"/tags/{quote(name)}", status_code=308)
     user = _user(viewer)
-    posts, next_cursor = await feed_service.hashtag(ctx, uow, user, name, cursor, GRID_PAGE)
+    posts, next_cursor = await feed_service.hashtag(
+        ctx, uow, user, name, cursor, GRID_PAGE, feed_models
+    )
     more = _more_url(f"/tags/{quote(name)}", cursor=next_cursor) if next_cursor else None
     context: dict[str, object] = {
         "tag": name,
@@ -292,7 +299,9 @@ async def _search(
     }
     if not query:
         # Discover's browse page: the ranked posts, to look through before searching.
-        posts, next_cursor = await feed_service.discover(ctx, uow, user, cursor, GRID_PAGE)
+        posts, next_cursor = await feed_service.discover(
+            ctx, uow, user, cursor, GRID_PAGE, feed_models
+        )
         context["cards"] = await cards(uow, user, posts)
         if next_cursor:
             context["more_url"] = _more_url(path, cursor=next_cursor)
@@ -393,7 +402,7 @@ async def profile_posts(
     }
     if not private:
         posts, next_cursor = await feed_service.profile_posts(
-            ctx, uow, user, person.handle, cursor, GRID_PAGE
+            ctx, uow, user, person.handle, cursor, GRID_PAGE, feed_models
         )
         context["cards"] = await cards(uow, user, posts)
         if next_cursor:

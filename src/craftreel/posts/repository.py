@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, literal, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from craftreel.accounts import service as accounts
@@ -54,6 +55,34 @@ def visible_to(viewer_id: UUID | None, *, listed: bool) -> Any:
             ),
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPost:
+    """A post a feed query found, with whether the viewer liked and saved it."""
+
+    post: Post
+    liked: bool
+    saved: bool
+
+
+def feed_posts(rows: Any) -> list[FeedPost]:
+    """``(Post, liked, saved)`` rows of a query using :func:`viewer_flags` as FeedPosts."""
+    return [FeedPost(post, bool(liked), bool(saved)) for post, liked, saved in rows]
+
+
+def viewer_flags(viewer_id: UUID | None, post_id: Any = Post.id) -> list[Any]:
+    """Columns for a feed query: whether ``viewer_id`` liked, and saved, the row's post (two
+    primary-key probes per row; none for an anonymous viewer)."""
+    if viewer_id is None:
+        return [literal(False).label("liked"), literal(False).label("saved")]
+    liked = select(PostLike.post_id).where(
+        PostLike.post_id == post_id, PostLike.user_id == viewer_id
+    )
+    saved = select(PostSave.post_id).where(
+        PostSave.post_id == post_id, PostSave.user_id == viewer_id
+    )
+    return [liked.exists().label("liked"), saved.exists().label("saved")]
 
 
 def visible_posts(viewer_id: UUID | None, *, listed: bool) -> Any:
@@ -127,20 +156,24 @@ async def authors(session: AsyncSession, user_ids: set[UUID]) -> dict[UUID, User
 async def liked_and_saved(
     session: AsyncSession, viewer_id: UUID, post_ids: Sequence[UUID]
 ) -> tuple[set[UUID], set[UUID]]:
-    """Which of ``post_ids`` the viewer liked, and which they saved (two queries)."""
+    """Which of ``post_ids`` the viewer liked, and which they saved (one query)."""
     if not post_ids:
         return set(), set()
-    liked = await session.scalars(
-        select(PostLike.post_id).where(
-            PostLike.user_id == viewer_id, PostLike.post_id.in_(post_ids)
+    rows = await session.execute(
+        union_all(
+            select(PostLike.post_id, literal(True).label("like")).where(
+                PostLike.user_id == viewer_id, PostLike.post_id.in_(post_ids)
+            ),
+            select(PostSave.post_id, literal(False).label("like")).where(
+                PostSave.user_id == viewer_id, PostSave.post_id.in_(post_ids)
+            ),
         )
     )
-    saved = await session.scalars(
-        select(PostSave.post_id).where(
-            PostSave.user_id == viewer_id, PostSave.post_id.in_(post_ids)
-        )
-    )
-    return set(liked.all()), set(saved.all())
+    liked: set[UUID] = set()
+    saved: set[UUID] = set()
+    for post_id, like in rows.all():
+        (liked if like else saved).add(post_id)
+    return liked, saved
 
 
 async def media_owned_by(

@@ -19,7 +19,7 @@ from craftreel.core.ids import uuid7
 from craftreel.core.pagination import decode_time_cursor, page_of
 from craftreel.media import service as media_service
 from craftreel.media.models import MediaKind, MediaObject, MediaStatus
-from craftreel.posts import ranking, schemas, text
+from craftreel.posts import cards, ranking, schemas, text
 from craftreel.posts import repository as repo
 from craftreel.posts.models import Post, PostKind, PostMedia, PostStatus, Visibility
 
@@ -66,10 +66,15 @@ def share_url(ctx: AppContext, post_id: UUID) -> str:
 
 
 async def to_out(
-    ctx: AppContext, uow: UnitOfWork, viewer: User | None, posts: Sequence[Post]
+    ctx: AppContext,
+    uow: UnitOfWork,
+    viewer: User | None,
+    posts: Sequence[Post],
+    flags: tuple[set[UUID], set[UUID]] | None = None,
 ) -> list[schemas.PostOut]:
     """Posts as the API shows them, in a fixed number of queries whatever their number:
-    authors, media, the viewer's likes and saves, and the shop's product tags."""
+    authors, media, the viewer's likes and saves (unless ``flags`` already says which they
+    liked and saved), and the shop's product tags."""
     session = uow.session
     ids = [p.id for p in posts]
     people = await repo.authors(session, {p.author_id for p in posts})
@@ -77,7 +82,7 @@ async def to_out(
     liked: set[UUID] = set()
     saved: set[UUID] = set()
     if viewer is not None:
-        liked, saved = await repo.liked_and_saved(session, viewer.id, ids)
+        liked, saved = flags or await repo.liked_and_saved(session, viewer.id, ids)
     products = await _product_tags(ctx, uow, ids)
     out = []
     for post in posts:
@@ -117,6 +122,59 @@ async def to_out(
             )
         )
     return out
+
+
+async def feed_models(
+    ctx: AppContext, uow: UnitOfWork, viewer: User | None, items: Sequence[repo.FeedPost]
+) -> list[schemas.PostOut]:
+    """A feed's posts as models (for pages), the viewer's likes and saves as the feed read them."""
+    flags = (
+        {i.post.id for i in items if i.liked},
+        {i.post.id for i in items if i.saved},
+    )
+    return await to_out(ctx, uow, viewer, [i.post for i in items], flags)
+
+
+async def feed_items(
+    ctx: AppContext, uow: UnitOfWork, viewer: User | None, items: Sequence[repo.FeedPost]
+) -> list[bytes]:
+    """A feed's posts as the API's items, rendered JSON: each post's card (reused from
+    ``ctx.cards`` while valid, see :mod:`craftreel.posts.cards`) with its counts and the
+    viewer's like and save as the feed's own query read them. No query at all when every
+    card is reused; :func:`to_out`'s, for the posts whose card has to be rendered."""
+    session = uow.session
+    cache = ctx.cards
+    seen = cards.shown.seen(session.sync_session)
+    rest: dict[UUID, bytes] = {}
+    missing: list[Post] = []
+    for item in items:
+        post = item.post
+        body = cache.get(post.id, post.updated_at) if cache.enabled else None
+        if body is None:
+            missing.append(post)
+        else:
+            rest[post.id] = body
+    if missing:
+        for post, out in zip(missing, await to_out(ctx, uow, None, missing), strict=True):
+            body = cards.without_live_parts(
+                out.model_dump_json(exclude={"counts", "viewer"}).encode()
+            )
+            cache.put(post.id, post.updated_at, body, seen)
+            rest[post.id] = body
+    return [
+        cards.item(
+            rest[item.post.id],
+            (
+                item.post.like_count,
+                item.post.comment_count,
+                item.post.save_count,
+                item.post.share_count,
+                item.post.view_count,
+            ),
+            (item.liked, item.saved) if viewer is not None else None,
+        )
+        for item in items
+    ]
 
 
 async def _product_tags(

@@ -1,0 +1,145 @@
+"""Feed cards: a post as a feed shows it, rendered once and reused for a few seconds.
+
+A card is a post's JSON (:class:`~craftreel.posts.schemas.PostOut`) without the two parts
+that change all the time or differ per viewer — ``counts`` and ``viewer`` — which each page
+adds fresh from the rows it read. Rendering a card (author, media URLs for every rendition,
+the shop's product tags) costs three to six queries and most of a feed request's CPU;
+reusing it is what makes a feed page cheap.
+
+Who may see a post is never cached: a page's posts come from its own query, run every time
+with the one visibility rule. A card only says how a post the query returned looks.
+
+A card is reused while all of these hold:
+
+- the post row is unchanged (its ``updated_at``, which every write to it moves, counters
+  included);
+- nothing a card shows from other tables — people, media, product tags, listings, their
+  options and shops — was written by this process since it was rendered (the
+  :data:`shown` generation, see :mod:`craftreel.core.changes`);
+- it is younger than ``CRAFTREEL_FEED_CARD_SECONDS`` (what another process, such as a
+  ``craftreel worker`` finishing a rendition, changed shows within that time), and younger
+  than a quarter of ``CRAFTREEL_PRIVATE_URL_SECONDS``, so a signed URL in it stays valid.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from craftreel.core.changes import Watch
+
+#: Tables whose rows appear on a card (besides the post's own row, which is versioned by its
+#: ``updated_at``). A committed write to any of them makes every card in this process stale.
+SHOWN_TABLES = frozenset(
+    {
+        "users",
+        "media_objects",
+        "post_media",
+        "post_product_tags",
+        "kit_items",
+        "listings",
+        "variants",
+        "shops",
+    }
+)
+
+#: Moves when a transaction that wrote one of SHOWN_TABLES commits in this process.
+shown = Watch("cards", SHOWN_TABLES)
+
+
+@dataclass(frozen=True, slots=True)
+class _Card:
+    body: bytes
+    updated_at: datetime
+    generation: int
+    expires: float
+
+
+class CardCache:
+    """Rendered cards by post id, least recently used dropped first."""
+
+    def __init__(self, seconds: float, size: int) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._cards: OrderedDict[UUID, _Card] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.seconds > 0 and self.size > 0
+
+    def get(self, post_id: UUID, updated_at: datetime) -> bytes | None:
+        card = self._cards.get(post_id)
+        if (
+            card is None
+            or card.updated_at != updated_at
+            or card.generation != shown.generation
+            or card.expires < time.monotonic()
+        ):
+            self.misses += 1
+            return None
+        self._cards.move_to_end(post_id)
+        self.hits += 1
+        return card.body
+
+    def put(self, post_id: UUID, updated_at: datetime, body: bytes, generation: int) -> None:
+        """Keep a card rendered at ``generation`` (read before the data it shows was)."""
+        if not self.enabled:
+            return
+        self._cards[post_id] = _Card(body, updated_at, generation, time.monotonic() + self.seconds)
+        self._cards.move_to_end(post_id)
+        while len(self._cards) > self.size:
+            self._cards.popitem(last=False)
+
+    def forget(self, post_ids: Iterable[UUID]) -> None:
+        for post_id in post_ids:
+            self._cards.pop(post_id, None)
+
+    def clear(self) -> None:
+        self._cards.clear()
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+
+def without_live_parts(card_json: bytes) -> bytes:
+    """A card's JSON object with the opening brace removed, ready to follow the live parts."""
+    assert card_json[:1] == b"{" and card_json[-1:] == b"}"
+    return card_json[1:]
+
+
+def item(card_rest: bytes, counts: Sequence[int], viewer: tuple[bool, bool] | None) -> bytes:
+    """One feed item: the live parts (``counts``, ``viewer``) then the rest of the card."""
+    likes, comments, saves, shares, views = counts
+    live = b'{"counts":{"likes":%d,"comments":%d,"saves":%d,"shares":%d,"views":%d},"viewer":' % (
+        likes,
+        comments,
+        saves,
+        shares,
+        views,
+    )
+    if viewer is None:
+        live += b"null,"
+    else:
+        live += b'{"liked":%s,"saved":%s},' % (
+            b"true" if viewer[0] else b"false",
+            b"true" if viewer[1] else b"false",
+        )
+    return live + card_rest
+
+
+def page(items: Sequence[bytes], next_cursor: str | None) -> bytes:
+    """``{"items": [...], "next_cursor": ...}`` from rendered items."""
+    return (
+        b'{"items":['
+        + b",".join(items)
+        + b'],"next_cursor":'
+        + json.dumps(next_cursor).encode()
+        + b"}"
+    )
