@@ -12,8 +12,9 @@ For each backend, on a database filled by ``datagen.py`` (10k people, 100k posts
    page-500 requests then run at 32 connections, against page 1's p99.
 3. Baseline, once the app has stopped: a bare ASGI app (no framework: one coroutine that
    answers every request with the same small JSON body) served by uvicorn exactly as
-   ``craftreel serve`` serves the app (one process, same host, ``proxy_headers``, no access
-   log, uvloop and httptools) takes the very same requests at 32 and at 64 connections.
+   ``craftreel serve`` serves the app (the same ``--workers`` count, default 2 — the machine's
+   cores —, same host, ``proxy_headers``, no access log, uvloop and httptools) takes the very
+   same requests at 32 and at 64 connections.
 
 The client is raw asyncio HTTP/1.1 over keep-alive connections (uvloop, requests encoded
 in advance, only the status line and Content-Length parsed), because it shares the two cores
@@ -110,18 +111,21 @@ async def bare_app(
     await send({"type": "http.response.body", "body": BARE_BODY})
 
 
-def serve_bare(port: int) -> None:
+def serve_bare(port: int, workers: int) -> None:
     """uvicorn as ``craftreel serve`` runs it (craftreel/cli.py cmd_serve), with bare_app."""
     import uvicorn
 
-    uvicorn.run(
-        bare_app,
-        host="127.0.0.1",
-        port=port,
-        proxy_headers=True,
-        log_config=None,
-        access_log=False,
-    )
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "proxy_headers": True,
+        "log_config": None,
+        "access_log": False,
+    }
+    if workers > 1:
+        uvicorn.run("feed:bare_app", app_dir=str(Path(__file__).parent), workers=workers, **options)
+    else:
+        uvicorn.run(bare_app, **options)
 
 
 def _free_port() -> int:
@@ -134,7 +138,8 @@ def _free_port() -> int:
 class BareServer:
     """``feed.py --serve-bare`` in its own process."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, workers: int) -> None:
+        self.workers = workers
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -143,7 +148,7 @@ class BareServer:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, __file__, "--serve-bare", str(self.port)],
+                [sys.executable, __file__, "--serve-bare", str(self.port), str(self.workers)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -254,6 +259,31 @@ def process_cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pids(pid: int) -> set[int]:
+    """A process and all its descendants (a server's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        found.add(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_s(pids: set[int]) -> float:
+    """CPU seconds of these processes (a server and its workers)."""
+    return sum(process_cpu_s(pid) for pid in pids)
 
 
 def postgres_backends_cpu_s(database: str | None) -> dict[int, float]:
@@ -441,7 +471,8 @@ class Bench:
         loadavg = os.getloadavg()
         meter = report.CpuMeter()
         processes_before = all_processes_cpu_s() if record else {}
-        server_before = process_cpu_s(self.server_pid)
+        server_pids = tree_pids(self.server_pid)
+        server_before = tree_cpu_s(server_pids)
         backends = BackendSampler(self.database)
         if self.database is not None:
             backends.start()
@@ -472,9 +503,9 @@ class Bench:
         per_worker = await asyncio.gather(*map(worker, conns, picks))
         wall = time.perf_counter() - started
         used = meter.stop()
-        server = process_cpu_s(self.server_pid) - server_before
+        server = tree_cpu_s(server_pids) - server_before
         pg = backends.stop() if self.database is not None else 0.0
-        ours = {os.getpid(), self.server_pid, *backends.last_cpu}
+        ours = {os.getpid(), *server_pids, *backends.last_cpu}
         others = busiest_others(processes_before, all_processes_cpu_s(), ours) if record else []
         for conn in conns:
             conn.close()
@@ -608,6 +639,7 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[
     try:
         # The app: sign in, page 1 of each feed, then deep pages.
         server = Server(root / "var", None)
+        server.serve_args = ["--workers", str(args.workers)]
         server.env.update(LIMITS)
         server.env["CRAFTREEL_DATABASE_URL"] = url
         await asyncio.to_thread(server.start)
@@ -688,7 +720,7 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[
             server.stop()
 
         # The baseline: the same requests (the Following ones) to the bare app, on its own.
-        bare = BareServer(root / "bare.log")
+        bare = BareServer(root / "bare.log", args.workers)
         await asyncio.to_thread(bare.start)
         try:
             same = [get(bare.port, f"{FEEDS['following']}?limit={PAGE}", a.token) for a in accounts]
@@ -768,12 +800,17 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} ms"
 
 
+def _processes(data: dict[str, Any]) -> str:
+    workers = int(data["settings"].get("workers", 1))
+    return "one server process" if workers == 1 else f"{workers} server worker processes each"
+
+
 def figures_markdown(data: dict[str, Any]) -> str:
     """The "Latest figures" block of bench/README.md."""
     m = data["machine"]
     lines = [
         f"{m['date'][:10]}, {m['cpu_count']} × {m['cpu_model']}, {m['memory_gib']} GiB, "
-        f"Python {m['python']}, {data['settings']['server']}; one server process, the client "
+        f"Python {m['python']}, {data['settings']['server']}; {_processes(data)}, the client "
         f"on the same two cores. {data['settings']['duration_s']:g} s per timing; load average "
         f"at the start {', '.join(f'{x:.2f}' for x in data['loadavg_start'])}.",
         "",
@@ -864,7 +901,7 @@ def summary_markdown(data: dict[str, Any]) -> str:
     lines = [
         f"Timelines (issue 4; `bench/feed.py` on {rows['users']:,} people, {rows['posts']:,} "
         f"posts, {rows['post_likes']:,} likes, {rows['follows']:,} follows; signed in, "
-        f"{data['settings']['page_size']} posts a page; one server process; "
+        f"{data['settings']['page_size']} posts a page; {_processes(data)}; "
         f"{data['machine']['date'][:10]}, details in `bench/README.md`):",
         "",
         f"| what | {head} | target |",
@@ -934,8 +971,8 @@ def write_readmes(data: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--serve-bare":
-        serve_bare(int(sys.argv[2]))
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve-bare":
+        serve_bare(int(sys.argv[2]), int(sys.argv[3]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -944,6 +981,12 @@ def main() -> int:
     parser.add_argument("--pg-url", default=PG_URL)
     parser.add_argument("--sqlite-url", default=SQLITE_URL)
     parser.add_argument("--duration", type=float, default=20, help="seconds per timing")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="server worker processes (the app's and the bare one's)",
+    )
     parser.add_argument("--warmup", type=float, default=3, help="untimed seconds before each")
     parser.add_argument("--connections", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--pool", type=int, default=200, help="signed-in accounts to pick from")
@@ -990,6 +1033,7 @@ def main() -> int:
             "max_other_cores": args.max_other,
             "retries": args.retries,
             "server": uvicorn_flavour(),
+            "workers": args.workers,
             "client": "raw asyncio HTTP/1.1, keep-alive, one connection per worker",
         },
         "loadavg_start": [round(x, 2) for x in loadavg],

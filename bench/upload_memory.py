@@ -137,6 +137,8 @@ class Server:
         if part_mib is not None:
             self.env["CRAFTREEL_UPLOAD_PART_MIB"] = str(part_mib)
         self.process: subprocess.Popen[bytes] | None = None
+        #: More `craftreel serve` arguments (e.g. ``["--workers", "2"]``).
+        self.serve_args: list[str] = []
 
     def _command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "craftreel.cli_main", *args]
@@ -146,7 +148,7 @@ class Server:
         subprocess.run(self._command("migrate"), env=self.env, check=True, capture_output=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                self._command("serve", "--port", str(self.port)),
+                self._command("serve", "--port", str(self.port), *self.serve_args),
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
