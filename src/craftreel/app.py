@@ -33,8 +33,10 @@ from craftreel.media import views as media_views
 from craftreel.posts import api as posts_api
 from craftreel.posts import interactions_api, saved_views
 from craftreel.posts import views as posts_views
+from craftreel.realtime import ws as realtime_ws
 from craftreel.runtime import start_background
 from craftreel.shop import api as shop_api
+from craftreel.shop import live_views as shop_live_views
 from craftreel.shop import orders_api, payments_api
 from craftreel.shop import tags_api as shop_tags_api
 from craftreel.shop import views as shop_views
@@ -134,12 +136,14 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
         context = ctx or build_context(settings)
         app.state.ctx = context
         settings.media_dir.mkdir(parents=True, exist_ok=True)
+        await context.bus.start()
         # With Redis, `craftreel worker` processes run the jobs; otherwise this process does.
         background = await start_background(context, run_jobs=settings.jobs_backend == "inprocess")
         app.state.background = background
         try:
             yield
         finally:
+            await context.bus.close()  # live sockets end with 1012: reconnect elsewhere
             await background.stop()
             if owned:
                 await context.close()
@@ -220,5 +224,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(orders_api.router)
     app.include_router(payments_api.router)
     app.include_router(shop_views.router)
+    app.include_router(shop_live_views.router)
+    app.include_router(realtime_ws.router)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "web" / "static"), name="static")
     return app

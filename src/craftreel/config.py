@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     feed_card_limit: int = Field(default=20_000, ge=0, le=1_000_000)
     auth_cache_seconds: float = Field(default=10, ge=0, le=300)
 
+    # real time: the event bus, the /ws socket and the event log
+    bus_backend: Literal["inprocess", "redis"] = "inprocess"
+    realtime_heartbeat_seconds: int = Field(default=25, ge=5, le=300)
+    realtime_reauth_seconds: int = Field(default=300, ge=10, le=3600)
+    realtime_retention_days: int = Field(default=7, ge=1, le=365)
+
     # shop
     checkout_reservation_minutes: int = Field(default=15, ge=1, le=24 * 60)
     tax_rates: str = "GB:2000,IE:2300,FR:2000,DE:1900,NL:2100,*:0"
@@ -169,6 +175,8 @@ class Settings(BaseSettings):
             raise ValueError("CRAFTREEL_S3_BUCKET must be set when CRAFTREEL_STORAGE_BACKEND=s3")
         if self.jobs_backend == "redis" and not self.redis_url:
             raise ValueError("CRAFTREEL_REDIS_URL must be set when CRAFTREEL_JOBS_BACKEND=redis")
+        if self.bus_backend == "redis" and not self.redis_url:
+            raise ValueError("CRAFTREEL_REDIS_URL must be set when CRAFTREEL_BUS_BACKEND=redis")
         return self
 
     @property

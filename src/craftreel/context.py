@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from craftreel.accounts.identities import IdentityCache
 from craftreel.accounts.social import JwksCache
 from craftreel.config import Settings
+from craftreel.core.bus import EventBus, InProcessBus, RedisBus
 from craftreel.core.db import UnitOfWork, create_engine, session_factory
 from craftreel.core.jobs import JobQueue
 from craftreel.core.mail import FileMailer, Mailer, SmtpMailer
@@ -19,6 +20,7 @@ from craftreel.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLi
 from craftreel.core.security import Passwords
 from craftreel.core.storage import LocalStorage, S3Storage, Storage
 from craftreel.posts.cards import CardCache
+from craftreel.realtime.service import attach_bus
 
 
 @dataclass
@@ -34,6 +36,8 @@ class AppContext:
     http: httpx.AsyncClient
     jwks: JwksCache
     redis: Redis | None
+    #: Live events between processes (craftreel.core.bus); published after commit.
+    bus: EventBus
     #: Rendered feed cards (see posts/cards.py); off unless the settings turn it on.
     cards: CardCache = field(default_factory=lambda: CardCache(0, 0))
     #: Sessions bearer tokens named, reused by read-only requests (accounts/identities.py).
@@ -43,6 +47,7 @@ class AppContext:
         return UnitOfWork(self.sessions, read_only=read_only)
 
     async def close(self) -> None:
+        await self.bus.close()
         await self.http.aclose()
         if self.redis is not None:
             await self.redis.aclose()
@@ -67,6 +72,14 @@ def build_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.media_dir, settings.signing_key)
 
 
+def build_bus(settings: Settings, redis: Redis | None) -> EventBus:
+    """The event bus the settings name."""
+    if settings.bus_backend == "redis":
+        assert redis is not None  # the settings validator guarantees it
+        return RedisBus(redis)
+    return InProcessBus()
+
+
 def build_context(settings: Settings) -> AppContext:
     """Make the engine and clients the settings ask for (nothing connects yet)."""
     engine = create_engine(settings.effective_database_url, echo=settings.database_echo)
@@ -85,6 +98,9 @@ def build_context(settings: Settings) -> AppContext:
         mailer = FileMailer(settings.mail_dir, settings.mail_from)
     http = httpx.AsyncClient(timeout=10)
     sessions = session_factory(engine)
+    bus = build_bus(settings, redis)
+    # Any service holding a unit of work can emit live events (craftreel.realtime).
+    attach_bus(sessions, bus)
     return AppContext(
         settings=settings,
         engine=engine,
@@ -103,6 +119,7 @@ def build_context(settings: Settings) -> AppContext:
         http=http,
         jwks=JwksCache(http),
         redis=redis,
+        bus=bus,
         cards=CardCache(
             min(settings.feed_card_seconds, settings.private_url_seconds / 4),
             settings.feed_card_limit,

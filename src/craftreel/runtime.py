@@ -67,13 +67,22 @@ async def _every(
 
 def _periodic(ctx: AppContext) -> list[Periodic]:
     """Housekeeping that runs wherever jobs run. Lapsed uploads are swept at start (a crash may
-    have left some); rank scores are stored and set at publish, so their refresh waits a turn
-    rather than rewriting two weeks of posts while the server starts."""
+    have left some), and so are live events past their retention (a cheap range delete on the
+    primary key, so a process restarted often still prunes); rank scores are stored and set at
+    publish, so their refresh waits a turn rather than rewriting two weeks of posts while the
+    server starts."""
     from craftreel.feed.tasks import refresh_rank_scores
     from craftreel.media.tasks import sweep_uploads
+    from craftreel.realtime.service import prune
 
     return [
         (600.0, "media.sweep_uploads", lambda: sweep_uploads(ctx), True),
+        (
+            3600.0,
+            "realtime.prune_events",
+            lambda: prune(ctx.sessions, ctx.settings.realtime_retention_days),
+            True,
+        ),
         (
             float(ctx.settings.rank_refresh_seconds),
             "feed.refresh_rank_scores",

@@ -1,5 +1,6 @@
 """After checkout: the order's journey, the buyer's history, the seller's dashboard, and
-reviews. Every transition is one conditional update.
+reviews. Every transition is one conditional update, and tells the buyer's and the seller's
+open pages (``order.updated``, see ``shop.live``).
 
 The journey: placed → paid → shipped (carrier, tracking number) → delivered → completed;
 a paid order not yet shipped may be cancelled (stock back, payment refunded). An order of
@@ -28,7 +29,7 @@ from craftreel.core.errors import Conflict, NotFound
 from craftreel.core.mail import Mail
 from craftreel.core.pagination import decode_time_cursor, page_of
 from craftreel.media.models import MediaObject
-from craftreel.shop import photos
+from craftreel.shop import live, photos
 from craftreel.shop import repository as repo
 from craftreel.shop.downloads import UNLOCKED
 from craftreel.shop.models import (
@@ -236,7 +237,7 @@ def _has_physical_line() -> Any:
 
 async def deliver_downloads(uow: UnitOfWork, checkout_id: UUID) -> None:
     """A checkout was just paid: its digital-only orders are delivered (by download) now."""
-    await uow.session.execute(
+    delivered = await uow.session.scalars(
         update(Order)
         .where(
             Order.checkout_id == checkout_id,
@@ -244,8 +245,11 @@ async def deliver_downloads(uow: UnitOfWork, checkout_id: UUID) -> None:
             ~_has_physical_line(),
         )
         .values(status=OrderStatus.DELIVERED, updated_at=utcnow())
+        .returning(Order.id)
         .execution_options(synchronize_session=False)
     )
+    for order_id in delivered.all():
+        await live.order_updated(uow, order_id)
 
 
 async def ship(
@@ -260,6 +264,7 @@ async def ship(
         Shipment(order_id=order_id, carrier=body.carrier, tracking_number=body.tracking_number)
     )
     await uow.session.flush()
+    await live.order_updated(uow, order_id)
     order = await uow.session.get(Order, order_id)
     assert order is not None
     buyer = await uow.session.get(User, order.buyer_id)
@@ -288,6 +293,7 @@ async def mark_delivered(uow: UnitOfWork, user: User, order_id: UUID) -> OrderSu
     await uow.session.execute(
         update(Shipment).where(Shipment.order_id == order_id).values(delivered_at=utcnow())
     )
+    await live.order_updated(uow, order_id)
     await uow.session.refresh(order)
     return await _summary(uow, order, shop)
 
@@ -297,6 +303,7 @@ async def complete(uow: UnitOfWork, buyer: User, order_id: UUID) -> OrderSummary
     await _transition(
         uow, order_id, [Order.buyer_id == buyer.id], OrderStatus.COMPLETED, OrderStatus.DELIVERED
     )
+    await live.order_updated(uow, order_id)
     order = await uow.session.get(Order, order_id)
     assert order is not None
     await uow.session.refresh(order)
