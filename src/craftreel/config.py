@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     test_payments_webhook_secret: SecretStr | None = None
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
+    stripe_connect_webhook_secret: SecretStr | None = None
     stripe_api_base: str = "https://api.stripe.com"
     payment_reconcile_seconds: int = Field(default=300, ge=5, le=24 * 3600)
 

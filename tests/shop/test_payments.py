@@ -36,12 +36,13 @@ from craftreel.core.money import apply_rate
 from craftreel.runtime import register_job_handlers
 from craftreel.shop import payments
 from craftreel.shop import service as shop_service
-from craftreel.shop.models import Checkout, Order, Variant
+from craftreel.shop.models import Checkout, Order, Shop, Variant
 from craftreel.shop.payments import (
     LedgerEntry,
     Payment,
     PaymentEvent,
     PaymentSettings,
+    PaymentTransfer,
     Refund,
     TestProviderIntent,
 )
@@ -67,6 +68,7 @@ class PaymentTestSettings(Settings):
     test_payments_webhook_secret: SecretStr | None = None
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
+    stripe_connect_webhook_secret: SecretStr | None = None
     stripe_api_base: str = "https://api.stripe.com"
     payment_reconcile_seconds: int = 300
 
@@ -928,11 +930,14 @@ async def test_the_whole_flow_runs_by_itself_on_a_bare_machine(
 
 class StripeStandIn:
     """Enough of Stripe's HTTP API for our calls: PaymentIntents (with Connect fields),
-    confirm, search, refunds, idempotency keys, API-key checks — and the events it would
-    send, signed the way Stripe signs them."""
+    confirm, search, refunds, Connect (Express accounts, account links, transfers and their
+    reversals), idempotency keys (a key reused with other parameters is refused, as Stripe
+    does), API-key checks — and the events it would send, signed the way Stripe signs them
+    (events on connected accounts with the Connect endpoint's own secret)."""
 
     api_key = "sk_test_standin"
     webhook_secret = "whsec_standin"
+    connect_webhook_secret = "whsec_connect_standin"
     OUTCOMES: ClassVar[dict[str, tuple[str, str | None]]] = {
         "pm_card_visa": ("succeeded", None),
         "pm_card_chargeDeclined": ("requires_payment_method", "generic_decline"),
@@ -947,7 +952,12 @@ class StripeStandIn:
         self.intents: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, dict[str, str], dict[str, str]]] = []
         self.events: list[dict[str, Any]] = []
-        self._replies: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.transfers: dict[str, dict[str, Any]] = {}
+        #: Requests that reused an idempotency key with other parameters (Stripe: 400).
+        self.key_reuses: list[str] = []
+        self._replies: dict[str, tuple[dict[str, str], int, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._counter = 0
         stand_in = self
@@ -987,8 +997,9 @@ class StripeStandIn:
     ) -> tuple[bytes, dict[str, str]]:
         body = json.dumps(event).encode()
         timestamp = int(at if at is not None else time.time())
+        default = self.connect_webhook_secret if event.get("account") else self.webhook_secret
         mac = hmac.new(
-            (secret or self.webhook_secret).encode(),
+            (secret or default).encode(),
             f"{timestamp}.".encode() + body,
             hashlib.sha256,
         ).hexdigest()
@@ -1001,16 +1012,44 @@ class StripeStandIn:
         self._counter += 1
         return f"{prefix}_{self._counter:06d}"
 
-    def _emit(self, event_type: str, obj: dict[str, Any]) -> None:
-        self.events.append(
-            {
-                "id": self._next("evt"),
-                "object": "event",
-                "type": event_type,
-                "created": int(time.time()),
-                "data": {"object": copy.deepcopy(obj)},
+    def _emit(self, event_type: str, obj: dict[str, Any], account: str | None = None) -> None:
+        event = {
+            "id": self._next("evt"),
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "data": {"object": copy.deepcopy(obj)},
+        }
+        if account is not None:
+            event["account"] = account
+        self.events.append(event)
+
+    def events_of(self, event_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == event_type]
+
+    # What happens at Stripe without us asking: a seller finishing onboarding, payouts.
+
+    def update_account(self, ref: str, **state: bool) -> dict[str, Any]:
+        """The seller did something at Stripe: the account changes and ``account.updated``
+        is sent (to the Connect endpoint)."""
+        with self._lock:
+            account = self.accounts[ref]
+            account.update(state)
+            self._emit("account.updated", account, account=ref)
+            return self.events[-1]
+
+    def payout(self, account: str, amount: int, outcome: str) -> dict[str, Any]:
+        """A payout from a connected account to its bank: ``payout.paid`` or ``payout.failed``."""
+        with self._lock:
+            payout = {
+                "id": self._next("po"),
+                "object": "payout",
+                "amount": amount,
+                "currency": "gbp",
+                "status": outcome,
             }
-        )
+            self._emit(f"payout.{outcome}", payout, account=account)
+            return self.events[-1]
 
     def _serve(self, request: BaseHTTPRequestHandler, method: str) -> None:
         url = urlsplit(request.path)
@@ -1023,11 +1062,15 @@ class StripeStandIn:
             if headers.get("authorization") != f"Bearer {self.api_key}":
                 status, reply = 401, {"error": {"type": "invalid_request_error"}}
             elif method == "POST" and key in self._replies:
-                status, reply = self._replies[key or ""]
+                first_form, status, reply = self._replies[key or ""]
+                if first_form != form:
+                    # Stripe refuses a key reused with different parameters.
+                    self.key_reuses.append(key or "")
+                    status, reply = 400, {"error": {"type": "idempotency_error"}}
             else:
                 status, reply = self._route(method, url.path, form, dict(parse_qsl(url.query)))
                 if method == "POST" and key:
-                    self._replies[key] = (status, reply)
+                    self._replies[key] = (form, status, reply)
         payload = json.dumps(reply).encode()
         request.send_response(status)
         request.send_header("Content-Type", "application/json")
@@ -1054,8 +1097,11 @@ class StripeStandIn:
             if intent["status"] == "requires_action":
                 intent["status"] = "succeeded"
                 intent["amount_received"] = intent["amount"]
+                self._charge(intent)
                 self._emit("payment_intent.succeeded", intent)
             return 200, intent
+        if path.startswith(("/v1/accounts", "/v1/account_links", "/v1/transfers")):
+            return self._connect(method, parts, form)
         if (method, path) == ("POST", "/v1/refunds"):
             intent = self.intents[form["payment_intent"]]
             amount = int(form.get("amount", intent["amount"] - intent["amount_refunded"]))
@@ -1099,6 +1145,8 @@ class StripeStandIn:
             "last_payment_error": None,
         }
         self.intents[intent["id"]] = intent
+        if status == "succeeded":
+            self._charge(intent)
         self._emit("payment_intent.created", intent)
         if decline is not None:
             intent["last_payment_error"] = {
@@ -1113,6 +1161,98 @@ class StripeStandIn:
         self._emit(f"payment_intent.{status}", intent)
         return 200, intent
 
+    def _charge(self, intent: dict[str, Any]) -> None:
+        charge = {"id": self._next("ch"), "amount": intent["amount"], "transferred": 0}
+        self.charges[charge["id"]] = charge
+        intent["latest_charge"] = charge["id"]
+
+    def _connect(
+        self, method: str, parts: list[str], form: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        missing = 404, {"error": {"type": "invalid_request_error", "code": "resource_missing"}}
+        if (method, parts) == ("POST", ["v1", "accounts"]):
+            if form.get("type") != "express" or len(form.get("country", "")) != 2:
+                return 400, {
+                    "error": {"type": "invalid_request_error", "code": "parameter_invalid"}
+                }
+            account = {
+                "id": self._next("acct"),
+                "object": "account",
+                "type": "express",
+                "country": form["country"],
+                "charges_enabled": False,
+                "payouts_enabled": False,
+                "details_submitted": False,
+                "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
+            }
+            self.accounts[account["id"]] = account
+            return 200, account
+        if method == "GET" and parts[:2] == ["v1", "accounts"] and len(parts) == 3:
+            found = self.accounts.get(parts[2])
+            return (200, found) if found else missing
+        if (method, parts) == ("POST", ["v1", "account_links"]):
+            if form.get("account") not in self.accounts or form.get("type") != "account_onboarding":
+                return missing
+            if not (form.get("refresh_url") and form.get("return_url")):
+                return 400, {
+                    "error": {"type": "invalid_request_error", "code": "parameter_missing"}
+                }
+            return 200, {
+                "object": "account_link",
+                "url": f"{self.url}/express/onboarding/{form['account']}/{self._next('link')}",
+                "expires_at": int(time.time()) + 300,
+                "return_url": form["return_url"],
+            }
+        if (method, parts) == ("POST", ["v1", "transfers"]):
+            account = self.accounts.get(form.get("destination", ""))
+            charge = self.charges.get(form.get("source_transaction", ""))
+            amount = int(form["amount"])
+            if account is None or not account["charges_enabled"]:
+                return 400, stripe_error("account_invalid")
+            if charge is None or charge["transferred"] + amount > charge["amount"]:
+                return 400, {
+                    "error": {"type": "invalid_request_error", "code": "balance_insufficient"}
+                }
+            charge["transferred"] += amount
+            transfer = {
+                "id": self._next("tr"),
+                "object": "transfer",
+                "amount": amount,
+                "amount_reversed": 0,
+                "currency": form["currency"],
+                "destination": account["id"],
+                "source_transaction": charge["id"],
+                "transfer_group": form.get("transfer_group"),
+                "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
+                "reversals": [],
+            }
+            self.transfers[transfer["id"]] = transfer
+            self._emit("transfer.created", transfer)
+            return 200, transfer
+        if method == "POST" and len(parts) == 4 and parts[1] == "transfers":
+            transfer = self.transfers.get(parts[2])
+            if transfer is None or parts[3] != "reversals":
+                return missing
+            amount = int(form["amount"])
+            if transfer["amount_reversed"] + amount > transfer["amount"]:
+                return 400, stripe_error("amount_too_large")
+            transfer["amount_reversed"] += amount
+            reversal = {
+                "id": self._next("trr"),
+                "object": "transfer_reversal",
+                "amount": amount,
+                "transfer": transfer["id"],
+                "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
+            }
+            transfer["reversals"].append(reversal)
+            self._emit("transfer.reversed", transfer)
+            return 200, reversal
+        return missing
+
+
+def stripe_error(code: str) -> dict[str, Any]:
+    return {"error": {"type": "invalid_request_error", "code": code}}
+
 
 @pytest.fixture
 def stand_in() -> Iterator[StripeStandIn]:
@@ -1120,6 +1260,8 @@ def stand_in() -> Iterator[StripeStandIn]:
     server.start()
     yield server
     server.stop()
+    # Our calls never reuse an idempotency key for a different request.
+    assert server.key_reuses == []
 
 
 @dataclass
@@ -1127,6 +1269,7 @@ class StripeWorld:
     ctx: AppContext
     client: httpx.AsyncClient
     stand_in: StripeStandIn
+    app: FastAPI
 
     async def deliver(self, event: dict[str, Any]) -> httpx.Response:
         body, headers = self.stand_in.signed(event)
@@ -1145,6 +1288,7 @@ async def stripe(
         payment_provider="stripe",
         stripe_secret_key=StripeStandIn.api_key,
         stripe_webhook_secret=StripeStandIn.webhook_secret,
+        stripe_connect_webhook_secret=StripeStandIn.connect_webhook_secret,
         stripe_api_base=stand_in.url,
     )
     async with (
@@ -1152,22 +1296,52 @@ async def stripe(
         payments_app(settings, context) as application,
         client_for(application) as client,
     ):
-        yield StripeWorld(context, client, stand_in)
+        yield StripeWorld(context, client, stand_in, application)
 
 
-async def _link_stripe_account(ctx: AppContext, shop_handle: str, account: str) -> None:
-    from craftreel.shop import repository as shop_repo
+async def onboard(world: StripeWorld, seller: Person) -> str:
+    """The seller sets up payouts: an Express account and a link from us, the form at Stripe,
+    and Stripe's ``account.updated`` webhook. Their connected account's id."""
+    started = await world.client.post("/api/v1/shops/mine/payouts/onboarding", headers=seller.auth)
+    assert started.status_code == 201, started.text
+    account = started.json()["url"].split("/express/onboarding/")[1].split("/")[0]
+    event = world.stand_in.update_account(
+        account, details_submitted=True, charges_enabled=True, payouts_enabled=True
+    )
+    delivered = await world.deliver(event)
+    assert delivered.status_code == 200, delivered.text
+    return account
 
-    async with ctx.uow() as uow:
-        shop = await shop_repo.shop_by_handle(uow.session, shop_handle)
-        assert shop is not None
-        await payments.link_payout_account(uow, shop.id, "stripe", account)
+
+async def buy_from(world: StripeWorld, buyer: Person, *listings: dict[str, Any]) -> dict[str, Any]:
+    """The buyer's open checkout for one of each listing."""
+    for listing in listings:
+        added = await world.client.post(
+            "/api/v1/cart/lines",
+            headers=buyer.auth,
+            json={"variant_id": listing["variants"][0]["id"], "quantity": 1},
+        )
+        assert added.status_code == 200, added.text
+    started = await checkout(world.client, buyer, f"checkout-{buyer.handle}-{len(listings)}")
+    assert started.status_code == 201, started.text
+    return dict(started.json())
+
+
+async def stripe_pay(
+    world: StripeWorld, buyer: Person, checkout_id: str, key: str
+) -> httpx.Response:
+    return await world.client.post(
+        f"/api/v1/checkouts/{checkout_id}/payments",
+        headers={**buyer.auth, "Idempotency-Key": key},
+        json={"provider": "stripe", "payment_method": "pm_card_visa"},
+    )
 
 
 async def test_stripe_destination_charge_webhook_then_refund(stripe: StripeWorld) -> None:
     client, ctx, stand_in = stripe.client, stripe.ctx, stripe.stand_in
     bought = await purchase(client, "stripeshop", "stripebuyer", quantity=2)
-    await _link_stripe_account(ctx, "stripeshop-studio", "acct_maker1")
+    account = await onboard(stripe, bought.seller)
+    stand_in.events.clear()
 
     response = await client.post(
         f"/api/v1/checkouts/{bought.checkout_id}/payments",
@@ -1180,7 +1354,7 @@ async def test_stripe_destination_charge_webhook_then_refund(stripe: StripeWorld
     [(form, headers)] = stand_in.calls("POST", "/v1/payment_intents")
     fee = apply_rate(bought.total, FEE_BPS)
     assert form["amount"] == str(bought.total) and form["currency"] == "gbp"
-    assert form["transfer_data[destination]"] == "acct_maker1"
+    assert form["transfer_data[destination]"] == account
     assert form["application_fee_amount"] == str(fee)
     assert form["metadata[payment_id]"] == payment["id"]
     assert headers["idempotency-key"] == f"payment-{payment['id']}"
@@ -1230,12 +1404,24 @@ async def test_stripe_destination_charge_webhook_then_refund(stripe: StripeWorld
 async def test_stripe_declines_and_action_steps(stripe: StripeWorld) -> None:
     client = stripe.client
     declined = await purchase(client, "declineshop", "brokebuyer")
+    # A shop that has not set up payouts cannot take Stripe payments: nothing reaches Stripe.
+    not_onboarded = await client.post(
+        f"/api/v1/checkouts/{declined.checkout_id}/payments",
+        headers={**declined.buyer.auth, "Idempotency-Key": "early"},
+        json={"provider": "stripe", "payment_method": "pm_card_visa"},
+    )
+    assert not_onboarded.status_code == 409
+    assert not_onboarded.json()["error"]["code"] == "shop_payouts_not_enabled"
+    assert not_onboarded.json()["error"]["details"] == {"shops": ["declineshop-studio"]}
+    assert stripe.stand_in.calls("POST", "/v1/payment_intents") == []
+    account = await onboard(stripe, declined.seller)
     raw_card = await client.post(
         f"/api/v1/checkouts/{declined.checkout_id}/payments",
         headers={**declined.buyer.auth, "Idempotency-Key": "raw"},
         json={"provider": "stripe", "card_number": "4242424242424242"},
     )
-    assert raw_card.status_code == 400 and stripe.stand_in.requests == []
+    assert raw_card.status_code == 400
+    assert stripe.stand_in.calls("POST", "/v1/payment_intents") == []
     test_cards_off = await client.post(
         f"/api/v1/checkouts/{declined.checkout_id}/payments",
         headers={**declined.buyer.auth, "Idempotency-Key": "tp"},
@@ -1253,11 +1439,12 @@ async def test_stripe_declines_and_action_steps(stripe: StripeWorld) -> None:
         "failed",
         "insufficient_funds",
     )
-    # Not a Connect shop: a plain platform charge, no destination or fee sent.
+    # One shop: a destination charge to its account, with the platform's fee.
     [(form, _)] = stripe.stand_in.calls("POST", "/v1/payment_intents")
-    assert "transfer_data[destination]" not in form and "application_fee_amount" not in form
+    assert form["transfer_data[destination]"] == account and "application_fee_amount" in form
 
     secure = await purchase(client, "secureshop", "securebuyer")
+    await onboard(stripe, secure.seller)
     started = await client.post(
         f"/api/v1/checkouts/{secure.checkout_id}/payments",
         headers={**secure.buyer.auth, "Idempotency-Key": "a"},
@@ -1277,6 +1464,7 @@ async def test_stripe_declines_and_action_steps(stripe: StripeWorld) -> None:
 async def test_stripe_reconcile_finds_a_payment_whose_answer_was_lost(stripe: StripeWorld) -> None:
     client, ctx = stripe.client, stripe.ctx
     bought = await purchase(client, "lostshop", "lostbuyer")
+    await onboard(stripe, bought.seller)
     me = (await client.get("/api/v1/me", headers=bought.buyer.auth)).json()
     payment_id = await payments.begin_payment(
         ctx,
@@ -1321,3 +1509,287 @@ async def test_cancel_route_refunds_and_returns_stock(
     assert await order_statuses(ctx, bought.checkout_id) == ["cancelled"]
     again = await api.post(f"/api/v1/orders/{bought.order_id}/cancel", headers=bought.buyer.auth)
     assert again.status_code == 409
+
+
+# --- Stripe Connect: onboarding, transfers, reversals, payouts --------------------------
+
+
+async def test_onboarding_makes_one_account_and_account_events_apply_in_any_order(
+    stripe: StripeWorld,
+) -> None:
+    client, stand_in = stripe.client, stripe.stand_in
+    seller, listing = await seller_with_listing(client, "onboarder")
+    not_a_seller = await sign_up(client, "notaseller")
+    refused = await client.post("/api/v1/shops/mine/payouts/onboarding", headers=not_a_seller.auth)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "no_shop"
+    status = await client.get("/api/v1/shops/mine/payouts", headers=seller.auth)
+    assert status.json()["status"] == "not_started"
+
+    # Asking twice (a double tap, a lapsed link) makes one account and two fresh links.
+    first, second = [
+        await client.post("/api/v1/shops/mine/payouts/onboarding", headers=seller.auth)
+        for _ in range(2)
+    ]
+    assert first.status_code == second.status_code == 201
+    assert first.json()["url"] != second.json()["url"]
+    [(account_form, account_headers)] = stand_in.calls("POST", "/v1/accounts")
+    assert (account_form["type"], account_form["country"]) == ("express", "GB")
+    assert account_headers["idempotency-key"].startswith("account-")
+    [account] = stand_in.accounts
+    links = stand_in.calls("POST", "/v1/account_links")
+    assert [form["account"] for form, _ in links] == [account, account]
+    assert links[0][0]["return_url"] == "http://127.0.0.1:8000/sell/payouts/return"
+    status = await client.get("/api/v1/shops/mine/payouts", headers=seller.auth)
+    assert (status.json()["status"], status.json()["account_ref"]) == ("incomplete", account)
+
+    # Not enabled yet: its checkouts cannot be paid through Stripe.
+    buyer = await sign_up(client, "earlybird")
+    started = await buy_from(stripe, buyer, listing)
+    early = await stripe_pay(stripe, buyer, started["id"], "early")
+    assert early.status_code == 409
+    assert early.json()["error"]["code"] == "shop_payouts_not_enabled"
+
+    # The seller fills in the form: two account.updated events, delivered newest first, each
+    # twice. Each is applied from the account as Stripe shows it now, so order cannot matter.
+    submitted = stand_in.update_account(account, details_submitted=True)
+    enabled = stand_in.update_account(account, charges_enabled=True, payouts_enabled=True)
+    body, headers = stand_in.signed(enabled, secret=StripeStandIn.webhook_secret)
+    platform_signed = await client.post(
+        "/api/v1/payments/webhooks/stripe", content=body, headers=headers
+    )
+    assert platform_signed.status_code == 200  # either endpoint's secret is genuine
+    assert (await stripe.deliver(enabled)).json()["duplicate"] is True
+    wrong = await client.post(
+        "/api/v1/payments/webhooks/stripe",
+        content=stand_in.signed(submitted, secret="whsec_wrong")[0],
+        headers=stand_in.signed(submitted, secret="whsec_wrong")[1],
+    )
+    assert wrong.status_code == 400
+    for event in (submitted, submitted):
+        assert (await stripe.deliver(event)).status_code == 200
+    status = await client.get("/api/v1/shops/mine/payouts", headers=seller.auth)
+    assert status.json()["status"] == "enabled"
+    assert (await stripe_pay(stripe, buyer, started["id"], "now")).status_code == 201
+
+    # Stripe pauses the account later: the newest event wins however late the old ones come.
+    paused = stand_in.update_account(account, payouts_enabled=False)
+    assert (await stripe.deliver(paused)).status_code == 200
+    assert (await stripe.deliver(enabled)).json()["duplicate"] is True
+    status = await client.get("/api/v1/shops/mine/payouts", headers=seller.auth)
+    assert status.json()["status"] == "payouts_paused"
+
+
+async def test_the_test_provider_needs_no_payout_setup(
+    api: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    bought = await paid_purchase(api, ctx, "plainshop", "plainbuyer")
+    status = await api.get("/api/v1/shops/mine/payouts", headers=bought.seller.auth)
+    assert status.status_code == 409
+    assert status.json()["error"]["code"] == "payouts_not_available"
+    link = await api.post("/api/v1/shops/mine/payouts/onboarding", headers=bought.seller.auth)
+    assert link.status_code == 409 and link.json()["error"]["code"] == "payouts_not_available"
+    assert await count(ctx, PaymentTransfer) == 0
+
+
+async def _two_shop_payment(
+    stripe: StripeWorld,
+) -> tuple[dict[str, Any], dict[str, str], dict[str, Person], Person]:
+    """Two onboarded shops, and a buyer's paid checkout with an order from each, settled
+    through duplicated, out-of-order webhooks and the reconcile job as well."""
+    client, ctx, stand_in = stripe.client, stripe.ctx, stripe.stand_in
+    potter, mug = await seller_with_listing(client, "tpotter", price=2500)
+    weaver, rug = await seller_with_listing(client, "tweaver", price=4175)
+    accounts = {
+        "tpotter-studio": await onboard(stripe, potter),
+        "tweaver-studio": await onboard(stripe, weaver),
+    }
+    buyer = await sign_up(client, "twoshopbuyer")
+    started = await buy_from(stripe, buyer, mug, rug)
+    assert len(started["orders"]) == 2
+    stand_in.events.clear()
+    paid = await stripe_pay(stripe, buyer, started["id"], "two-shops")
+    assert paid.status_code == 201, paid.text
+
+    # One PaymentIntent for the lot, in a transfer group, with no destination or fee.
+    [(form, _)] = stand_in.calls("POST", "/v1/payment_intents")
+    assert form["amount"] == str(started["total"])
+    assert form["transfer_group"] == f"checkout_{started['id']}"
+    assert "transfer_data[destination]" not in form and "application_fee_amount" not in form
+
+    # The webhooks arrive newest first and twice; the reconcile job runs too.
+    for event in [*reversed(stand_in.events), *stand_in.events]:
+        assert (await stripe.deliver(event)).status_code == 200
+    await make_due(ctx, payments.RECONCILE_PAYMENT)
+    await run_jobs(ctx)
+    assert await checkout_status(ctx, started["id"]) == "paid"
+    return started, accounts, {"tpotter-studio": potter, "tweaver-studio": weaver}, buyer
+
+
+async def test_a_multi_shop_checkout_pays_each_seller_once_by_transfer(
+    stripe: StripeWorld,
+) -> None:
+    ctx, stand_in = stripe.ctx, stripe.stand_in
+    started, accounts, _, _ = await _two_shop_payment(stripe)
+    [intent] = stand_in.intents.values()
+
+    transfers = stand_in.calls("POST", "/v1/transfers")
+    assert len(transfers) == 2 == len(stand_in.transfers)
+    by_destination = {form["destination"]: (form, headers) for form, headers in transfers}
+    assert set(by_destination) == set(accounts.values())
+    for order in started["orders"]:
+        form, headers = by_destination[accounts[order["shop_handle"]]]
+        share_of_seller = order["total"] - apply_rate(order["total"], FEE_BPS)
+        assert form["amount"] == str(share_of_seller)
+        assert form["transfer_group"] == f"checkout_{started['id']}"
+        assert form["source_transaction"] == intent["latest_charge"]
+        assert headers["idempotency-key"] == f"transfer-{order['id']}"
+        assert form["metadata[order_id]"] == order["id"]
+
+    # Whatever runs again — the webhook, the reconcile job, the transfer job, a transfer the
+    # provider made but whose answer we lost — no seller is paid twice.
+    async with ctx.sessions() as session:
+        rows = (await session.scalars(select(PaymentTransfer))).all()
+    assert sorted(r.status for r in rows) == ["succeeded", "succeeded"]
+    for row in rows:
+        assert await payments.execute_transfer(ctx, row.id) == "succeeded"
+        await payments.providers(ctx)["stripe"].create_transfer(  # type: ignore[attr-defined]
+            payments.TransferRequest(
+                amount=row.amount,
+                currency=row.currency,
+                destination=row.destination,
+                idempotency_key=row.idempotency_key,
+                transfer_group=f"checkout_{started['id']}",
+                source_charge=intent["latest_charge"],
+                metadata={"order_id": str(row.order_id), "payment_id": str(row.payment_id)},
+            )
+        )
+    for event in stand_in.events:
+        await stripe.deliver(event)
+    await payments.reconcile_payment(ctx, rows[0].payment_id)
+    await run_jobs(ctx)
+    assert len(stand_in.transfers) == 2
+    assert sum(t["amount"] for t in stand_in.transfers.values()) == sum(
+        o["total"] - apply_rate(o["total"], FEE_BPS) for o in started["orders"]
+    )
+    assert await count(ctx, PaymentTransfer) == 2
+
+
+async def test_refunds_of_a_transferred_order_reverse_the_sellers_share(
+    stripe: StripeWorld,
+) -> None:
+    client, ctx, stand_in = stripe.client, stripe.ctx, stripe.stand_in
+    started, accounts, sellers, _ = await _two_shop_payment(stripe)
+    rug_order = next(o for o in started["orders"] if o["shop_handle"] == "tweaver-studio")
+    mug_order = next(o for o in started["orders"] if o["shop_handle"] == "tpotter-studio")
+    total, fee = rug_order["total"], apply_rate(rug_order["total"], FEE_BPS)
+    url = f"/api/v1/orders/{rug_order['id']}/refunds"
+
+    # Part, then the rest: each reverses the seller's part of it (the refund less the fee
+    # we give back), and together they take back exactly what was transferred.
+    part = await client.post(url, headers=sellers["tweaver-studio"].auth, json={"amount": 1001})
+    assert part.status_code == 201 and part.json()["status"] == "succeeded", part.text
+    [(refund_form, _)] = stand_in.calls("POST", "/v1/refunds")
+    assert "reverse_transfer" not in refund_form  # not a destination charge
+    [(reversal_form, reversal_headers)] = [
+        (form, headers)
+        for m, p, form, headers in stand_in.requests
+        if m == "POST" and p.endswith("/reversals")
+    ]
+    assert reversal_form["amount"] == str(1001 - payments.share(fee, 1001, total))
+    assert reversal_headers["idempotency-key"] == f"reversal-{part.json()['id']}"
+    rest = await client.post(url, headers=sellers["tweaver-studio"].auth, json={})
+    assert rest.status_code == 201 and rest.json()["amount"] == total - 1001
+    [rug_transfer] = [
+        t for t in stand_in.transfers.values() if t["destination"] == accounts["tweaver-studio"]
+    ]
+    assert rug_transfer["amount_reversed"] == rug_transfer["amount"] == total - fee
+
+    # The other seller cancels before shipping: the whole share comes back from them.
+    cancelled = await client.post(
+        f"/api/v1/orders/{mug_order['id']}/cancel", headers=sellers["tpotter-studio"].auth
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    [mug_transfer] = [
+        t for t in stand_in.transfers.values() if t["destination"] == accounts["tpotter-studio"]
+    ]
+    assert mug_transfer["amount_reversed"] == mug_transfer["amount"]
+
+    # Reversal jobs running again change nothing; the ledger is back to zero for both.
+    await run_jobs(ctx)
+    async with ctx.sessions() as session:
+        rows = (await session.scalars(select(PaymentTransfer))).all()
+    assert sorted((r.kind, r.status) for r in rows) == [
+        ("reversal", "succeeded"),
+        ("reversal", "succeeded"),
+        ("reversal", "succeeded"),
+        ("transfer", "succeeded"),
+        ("transfer", "succeeded"),
+    ]
+    for row in rows:
+        await payments.execute_transfer(ctx, row.id)
+    assert sum(len(t["reversals"]) for t in stand_in.transfers.values()) == 3
+    assert sum(amount for _, amount in await ledger(ctx)) == 0
+
+
+async def test_payout_webhooks_write_the_ledger_and_the_balance_reconciles(
+    stripe: StripeWorld,
+) -> None:
+    client, ctx, stand_in = stripe.client, stripe.ctx, stripe.stand_in
+    started, accounts, sellers, _ = await _two_shop_payment(stripe)
+    weaver, account = sellers["tweaver-studio"], accounts["tweaver-studio"]
+    rug_order = next(o for o in started["orders"] if o["shop_handle"] == "tweaver-studio")
+    refund = await client.post(
+        f"/api/v1/orders/{rug_order['id']}/refunds", headers=weaver.auth, json={"amount": 700}
+    )
+    assert refund.status_code == 201
+
+    paid = stand_in.payout(account, 1500, "paid")
+    # A second payout fails; its "failed" event arrives before its "paid" one, and each of
+    # the payouts' events is delivered twice.
+    bounced_paid = stand_in.payout(account, 900, "paid")
+    bounced_failed = copy.deepcopy(bounced_paid)
+    bounced_failed["id"], bounced_failed["type"] = "evt_bounced_failed", "payout.failed"
+    bounced_failed["data"]["object"]["status"] = "failed"
+    for event in (paid, bounced_failed, bounced_paid, paid, bounced_failed):
+        assert (await stripe.deliver(event)).status_code == 200
+    # A payout on an account that is not ours is recorded as an event and changes nothing.
+    stranger = stand_in.payout("acct_somebody_else", 5000, "paid")
+    assert (await stripe.deliver(stranger)).status_code == 200
+
+    async with ctx.sessions() as session:
+        rows = (
+            await session.execute(
+                select(LedgerEntry.kind, LedgerEntry.amount, LedgerEntry.entry_key)
+                .join(Shop, Shop.id == LedgerEntry.shop_id)
+                .where(Shop.handle == "tweaver-studio")
+            )
+        ).all()
+    payouts_rows = sorted((kind, amount) for kind, amount, _ in rows if "payout" in kind)
+    assert payouts_rows == [("payout", -1500), ("payout", -900), ("payout_reversal", 900)]
+
+    # The balance the seller sees is sales − fees − refunds − payouts, each summed from its
+    # own source: the order, the refund the provider confirmed, and the payouts.
+    total = rug_order["total"]
+    fee = apply_rate(total, FEE_BPS)
+    fee_back = payments.share(fee, 700, total)
+    expected = total - (fee - fee_back) - 700 - (1500 + 900 - 900)
+    balance = (await client.get("/api/v1/shops/mine/balance", headers=weaver.auth)).json()
+    assert balance["balance"] == expected == sum(amount for _, amount, _ in rows)
+    by_kind: dict[str, int] = {}
+    for kind, amount, _ in rows:
+        by_kind[kind] = by_kind.get(kind, 0) + amount
+    assert by_kind == {
+        "sale": total,
+        "platform_fee": -fee,
+        "refund": -700,
+        "fee_refund": fee_back,
+        "payout": -2400,
+        "payout_reversal": 900,
+    }
+    # What the seller kept at Stripe (transferred less reversed) is the ledger before payouts.
+    [rug_transfer] = [t for t in stand_in.transfers.values() if t["destination"] == account]
+    assert rug_transfer["amount"] - rug_transfer["amount_reversed"] == expected + 1500
+    payouts_only = await client.get(
+        "/api/v1/shops/mine/balance", headers=weaver.auth, params={"limit": 50}
+    )
+    assert len(payouts_only.json()["entries"]) == len(rows)

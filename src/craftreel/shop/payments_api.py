@@ -1,4 +1,5 @@
-"""Payments JSON API: pay a checkout, confirm, webhooks, refunds and the seller's balance.
+"""Payments JSON API: pay a checkout, confirm, webhooks, refunds, the seller's balance and
+payouts (Stripe Connect onboarding).
 
 Handlers that call the payment provider authenticate in a short transaction of their own
 (``ApiOrWebUser``) and let the service open its own, so no database transaction — on SQLite,
@@ -79,3 +80,24 @@ async def my_balance(
 ) -> payments.BalanceOut:
     """My shop's balance and the ledger entries behind it, newest first."""
     return await payments.balance(uow, user, cursor, limit)
+
+
+@router.get("/shops/mine/payouts")
+async def my_payouts(user: ApiUser, ctx: Ctx, uow: Uow) -> payments.PayoutAccountOut:
+    """How far my shop is with payouts (409 payouts_not_available with the test provider)."""
+    account = await payments.payout_account(ctx, uow, user)
+    if account is None:
+        raise payments.PayoutsNotAvailable()
+    return account
+
+
+@router.post("/shops/mine/payouts/onboarding", status_code=201)
+async def start_onboarding(user: ApiOrWebUser, ctx: Ctx) -> payments.OnboardingLinkOut:
+    """A single-use link where I finish setting up payouts at the provider."""
+    return await payments.start_onboarding(ctx, user)
+
+
+@router.get("/shops/mine/orders/{order_id}/money")
+async def order_money(order_id: UUID, user: ApiUser, uow: Uow) -> payments.OrderMoneyOut:
+    """One of my shop's orders as money: paid, refunded, refundable, and its transfer."""
+    return await payments.order_money(uow, user, order_id)

@@ -1,5 +1,5 @@
-"""Payment jobs: deliver the test provider's webhooks, and reconcile payments and refunds
-whose outcome we have not heard."""
+"""Payment jobs: deliver the test provider's webhooks, reconcile payments and refunds whose
+outcome we have not heard, and make sellers' transfers and their reversals."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def register(ctx: AppContext) -> None:
             ctx, UUID(str(run.payload["refund_id"])), int(run.payload.get("round", 0))
         )
 
+    async def execute_transfer(run: JobRun) -> None:
+        await payments.execute_transfer(ctx, UUID(str(run.payload["transfer_id"])))
+
+    ctx.jobs.register(payments.EXECUTE_TRANSFER, execute_transfer)
     ctx.jobs.register(payments.DELIVER_TEST_WEBHOOK, deliver_test_webhook)
     ctx.jobs.register(payments.RECONCILE_PAYMENT, reconcile_payment)
     ctx.jobs.register(payments.RECONCILE_REFUND, reconcile_refund)

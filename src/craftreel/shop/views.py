@@ -841,10 +841,164 @@ async def sell(request: Request, identity: WebIdentity, ctx: Ctx, uow: Uow) -> R
             "shipped": shipped,
             "reviews": await orders.my_shop_reviews(ctx, uow, user, 10),
             "no_file": no_file,
+            "payouts": await payments.payout_account(ctx, uow, user),
+            "money": await payments.balance(uow, user, None, 10, PAYOUT_KINDS),
+            "payout_states": PAYOUT_STATES,
             "errors": {},
             "values": {},
         },
     )
+
+
+# --- the seller's money: payouts, refunds, cancelling ---------------------------------
+
+
+#: Ledger rows shown as the payouts list.
+PAYOUT_KINDS = (payments.LedgerKind.PAYOUT, payments.LedgerKind.PAYOUT_REVERSAL)
+#: Why a seller refunds, as the refund form offers it (values: RefundCreate.reason).
+REFUND_REASONS = {
+    "requested": "The buyer asked for it",
+    "damaged": "It arrived damaged",
+    "not_as_described": "Not as described",
+    "not_received": "It never arrived",
+    "other": "Something else",
+}
+#: The payout account's state, as the dashboard says it.
+PAYOUT_STATES = {
+    "not_started": ("Not set up", "Set up payouts to take card payments and be paid."),
+    "incomplete": ("Setup not finished", "Finish setting up payouts to take card payments."),
+    "in_review": ("Being checked", "Stripe is checking your details. This can take a day."),
+    "payouts_paused": (
+        "Payouts paused",
+        "You can take payments, but Stripe needs more details before paying you out.",
+    ),
+    "enabled": ("Payouts on", "Card payments go to your Stripe account and are paid out to you."),
+}
+
+
+@router.post("/sell/payouts/onboarding")
+async def start_payouts(user: ApiOrWebUser, ctx: Ctx) -> Response:
+    """Off to the provider's onboarding (a single-use link made now)."""
+    link = await payments.start_onboarding(ctx, user)
+    return RedirectResponse(link.url, status_code=303)
+
+
+@router.get("/sell/payouts/refresh")
+async def refresh_payouts_link(user: ApiOrWebUser, ctx: Ctx) -> Response:
+    """The provider sends the seller here when a link lapsed: a fresh one."""
+    link = await payments.start_onboarding(ctx, user)
+    return RedirectResponse(link.url, status_code=303)
+
+
+@router.get("/sell/payouts/return")
+async def payouts_return(request: Request, user: ApiOrWebUser, ctx: Ctx) -> Response:
+    """Back from onboarding: how the account stands now (its webhook may come later)."""
+    account = await payments.refresh_account(ctx, user)
+    label, text = PAYOUT_STATES.get(account.status, PAYOUT_STATES["incomplete"])
+    toast: Toast = (f"{label}. {text}", "success" if account.status == "enabled" else "info")
+    return redirect(request, "/sell#payouts", toast)
+
+
+async def _money_page(
+    request: Request,
+    ctx: AppContext,
+    user: User,
+    order_id: UUID,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    async with ctx.uow() as uow:
+        money = await payments.order_money(uow, user, order_id)
+    return shop_page(
+        request,
+        "shop/sell_order.html",
+        {
+            "money": money,
+            "reasons": REFUND_REASONS,
+            "errors": errors or {},
+            "values": {"refund": "all", "reason": "requested", **(values or {})},
+            # A fresh Idempotency-Key per rendering: a double-tapped refund happens once.
+            "key": new_key(),
+        },
+        status_code,
+    )
+
+
+@router.get("/sell/orders/{order_id}")
+async def seller_order_money(
+    order_id: UUID, request: Request, user: ApiOrWebUser, ctx: Ctx
+) -> Response:
+    """One of my shop's orders as money: refunds so far, a refund form, cancelling."""
+    return await _money_page(request, ctx, user, order_id)
+
+
+@router.post("/sell/orders/{order_id}/refund")
+async def refund_from_dashboard(
+    order_id: UUID,
+    request: Request,
+    user: ApiOrWebUser,
+    ctx: Ctx,
+    refund: Text = "all",
+    amount: Text = "",
+    reason: Text = "requested",
+    key: Text = "",
+) -> Response:
+    """Refund all that is left of an order, or part of it, with a reason."""
+    values = {"refund": refund, "amount": amount, "reason": reason}
+    try:
+        async with ctx.uow() as uow:
+            money = await payments.order_money(uow, user, order_id)
+        minor: int | None = None
+        if refund == "part":
+            minor = _minor(amount, money.currency, "amount")
+            if minor is None:
+                raise FormInvalid(fields={"amount": "Enter how much to refund, like 5.00."})
+        if reason not in REFUND_REASONS:
+            raise FormInvalid(fields={"reason": "Choose a reason."})
+        body = parse(payments.RefundCreate, amount=minor, reason=reason)
+        done = await payments.refund_order(ctx, user, order_id, body, _form_key(key))
+    except payments.OrderNotFound:
+        raise
+    except DomainError as exc:
+        errors = field_errors(exc, "amount" if isinstance(exc, payments.RefundTooLarge) else "")
+        return await _money_page(request, ctx, user, order_id, errors, values, exc.status_code)
+    given = format_price(done.amount, done.currency)
+    if done.status == payments.RefundStatus.SUCCEEDED:
+        toast: Toast = (f"Refunded {given} to the buyer’s card.", "success")
+    elif done.status == payments.RefundStatus.FAILED:
+        toast = (f"The card provider refused the refund of {given}. Try again later.", "error")
+    else:
+        toast = (f"A refund of {given} is on its way to the buyer’s card.", "info")
+    return redirect(request, f"/sell/orders/{order_id}", toast)
+
+
+@router.post("/sell/orders/{order_id}/cancel")
+async def cancel_from_dashboard(
+    order_id: UUID, request: Request, user: ApiOrWebUser, ctx: Ctx
+) -> Response:
+    """The seller cancels a paid order before shipping it: stock back, payment refunded."""
+    try:
+        done = await payments.cancel_order(ctx, user, order_id)
+    except payments.OrderNotFound:
+        raise
+    except DomainError as exc:
+        return await _money_page(
+            request, ctx, user, order_id, field_errors(exc), status_code=exc.status_code
+        )
+    if done is None:
+        toast: Toast = ("Order cancelled. Nothing had been charged for it.", "success")
+    elif done.status == payments.RefundStatus.SUCCEEDED:
+        amount = format_price(done.amount, done.currency)
+        toast = (f"Order cancelled and {amount} refunded. Its stock is back on sale.", "success")
+    else:
+        amount = format_price(done.amount, done.currency)
+        toast = (
+            f"Order cancelled; the refund of {amount} is still on its way. "
+            "Its stock is back on sale.",
+            "info",
+        )
+    return redirect(request, f"/sell/orders/{order_id}", toast)
 
 
 def _minor(text: str, currency: str, field: str) -> int | None:

@@ -1,0 +1,474 @@
+"""Stripe Connect for a marketplace: each shop's connected account and its onboarding, the
+transfers that pay each seller their share of a multi-shop payment (and the reversals a
+refund makes), and the payouts that leave a seller's account.
+
+Why a seller is paid exactly once, whatever the timing:
+
+- Transfers are rows first, written in the same transaction that settles the payment — which
+  happens once per payment, by the webhook or the reconcile job, whichever comes first. A
+  transfer row is unique by its idempotency key (``transfer-<order>``), and that key goes to
+  the provider too: a retried job, or one that died after the provider said yes, makes one
+  transfer. A reversal is keyed by its refund (``reversal-<refund>``) the same way.
+- The provider is asked outside any transaction; what it said is recorded by a conditional
+  update (pending → succeeded or failed), so a late twin finds nothing left to do.
+- ``account.updated`` events are applied from the account as the provider shows it *now*, so
+  two events arriving in the wrong order cannot leave a stale state behind; payout events
+  write ledger rows unique by payout, and a failed payout's rows net to zero whichever of its
+  events arrives first.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from craftreel.core.db import UnitOfWork
+from craftreel.core.ids import uuid7
+from craftreel.shop import repository as shop_repo
+from craftreel.shop.models import Order, Shop
+from craftreel.shop.payments.config import (
+    CONNECT_PROVIDERS,
+    EXECUTE_TRANSFER,
+    PaymentSettings,
+)
+from craftreel.shop.payments.errors import (
+    PaymentProviderError,
+    PayoutsNotAvailable,
+    PayoutsNotEnabled,
+    ProviderRefused,
+)
+from craftreel.shop.payments.ledger import add_shop_entry, platform_fee
+from craftreel.shop.payments.models import (
+    LedgerKind,
+    Payment,
+    PaymentTransfer,
+    PayoutAccount,
+    Refund,
+    TransferKind,
+    TransferStatus,
+)
+from craftreel.shop.payments.providers import connect_provider, provider_named
+from craftreel.shop.payments.providers.base import (
+    ConnectedAccount,
+    ConnectProvider,
+    ProviderPayout,
+    TransferRequest,
+)
+from craftreel.shop.payments.repository import changed
+from craftreel.shop.payments.schemas import OnboardingLinkOut, PayoutAccountOut
+from craftreel.shop.service import NoShop
+
+if TYPE_CHECKING:
+    from craftreel.accounts.models import User
+    from craftreel.context import AppContext
+
+log = logging.getLogger(__name__)
+
+#: Where the provider sends a seller back after onboarding, and for a fresh link.
+ONBOARDING_RETURN_PATH = "/sell/payouts/return"
+ONBOARDING_REFRESH_PATH = "/sell/payouts/refresh"
+#: Payout events that mean the money came back to the seller's account.
+PAYOUT_RETURNED = ("payout.failed", "payout.canceled")
+
+
+def transfer_group(checkout_id: UUID) -> str:
+    """The group a multi-shop payment and its transfers share at the provider."""
+    return f"checkout_{checkout_id}"
+
+
+# --- accounts and onboarding ------------------------------------------------------------
+
+
+def _account_out(provider_name: str, account: PayoutAccount | None) -> PayoutAccountOut:
+    if account is None:
+        return PayoutAccountOut(provider=provider_name, status="not_started")
+    if account.charges_enabled and account.payouts_enabled:
+        status = "enabled"
+    elif account.charges_enabled:
+        status = "payouts_paused"
+    elif account.details_submitted:
+        status = "in_review"
+    else:
+        status = "incomplete"
+    return PayoutAccountOut(
+        provider=provider_name,
+        status=status,
+        account_ref=account.account_ref,
+        charges_enabled=account.charges_enabled,
+        payouts_enabled=account.payouts_enabled,
+        details_submitted=account.details_submitted,
+    )
+
+
+async def payout_account(ctx: AppContext, uow: UnitOfWork, seller: User) -> PayoutAccountOut | None:
+    """How far the seller's shop is with payouts (None when no provider here pays sellers)."""
+    provider = connect_provider(ctx)
+    if provider is None:
+        return None
+    shop = await shop_repo.shop_of_owner(uow.session, seller.id)
+    if shop is None:
+        raise NoShop()
+    account = await uow.session.get(PayoutAccount, (shop.id, provider.name))
+    return _account_out(provider.name, account)
+
+
+def _connect(ctx: AppContext) -> ConnectProvider:
+    provider = connect_provider(ctx)
+    if provider is None:
+        raise PayoutsNotAvailable()
+    return provider
+
+
+async def start_onboarding(ctx: AppContext, seller: User) -> OnboardingLinkOut:
+    """A fresh onboarding link for the seller's shop, making its connected account the first
+    time (once, however often this is asked: the account is keyed by the shop)."""
+    provider = _connect(ctx)
+    async with ctx.uow() as uow:
+        shop = await shop_repo.shop_of_owner(uow.session, seller.id)
+        if shop is None:
+            raise NoShop()
+        account = await uow.session.get(PayoutAccount, (shop.id, provider.name))
+        shop_id, country = shop.id, shop.origin_country
+        ref = account.account_ref if account is not None else None
+    if ref is None:
+        created = await provider.create_account(shop_id, country, f"account-{shop_id}")
+        async with ctx.uow() as uow:
+            ref = await _remember_account(uow, shop_id, provider.name, created)
+    base = str(ctx.settings.base_url).rstrip("/")
+    link = await provider.onboarding_link(
+        ref, f"{base}{ONBOARDING_REFRESH_PATH}", f"{base}{ONBOARDING_RETURN_PATH}"
+    )
+    return OnboardingLinkOut(url=link.url, expires_at=link.expires_at)
+
+
+async def _remember_account(
+    uow: UnitOfWork, shop_id: UUID, provider_name: str, account: ConnectedAccount
+) -> str:
+    """Store a new connected account for the shop; a twin request's row, if first, wins."""
+    try:
+        async with uow.session.begin_nested():
+            uow.session.add(
+                PayoutAccount(
+                    shop_id=shop_id,
+                    provider=provider_name,
+                    account_ref=account.ref,
+                    charges_enabled=account.charges_enabled,
+                    payouts_enabled=account.payouts_enabled,
+                    details_submitted=account.details_submitted,
+                )
+            )
+    except IntegrityError:
+        pass
+    stored = await uow.session.get(PayoutAccount, (shop_id, provider_name), populate_existing=True)
+    assert stored is not None
+    return stored.account_ref
+
+
+async def refresh_account(ctx: AppContext, seller: User) -> PayoutAccountOut:
+    """Ask the provider how the seller's account stands now (on their return from onboarding,
+    before its webhook may have arrived) and record it."""
+    provider = _connect(ctx)
+    async with ctx.uow() as uow:
+        shop = await shop_repo.shop_of_owner(uow.session, seller.id)
+        if shop is None:
+            raise NoShop()
+        account = await uow.session.get(PayoutAccount, (shop.id, provider.name))
+        if account is None:
+            return _account_out(provider.name, None)
+        shop_id, ref = shop.id, account.account_ref
+    state = await provider.retrieve_account(ref)
+    async with ctx.uow() as uow:
+        await apply_account(uow.session, provider.name, state)
+        stored = await uow.session.get(PayoutAccount, (shop_id, provider.name))
+        return _account_out(provider.name, stored)
+
+
+async def apply_account(session: AsyncSession, provider_name: str, state: ConnectedAccount) -> None:
+    """Record what the provider says a connected account may do now."""
+    result = await session.execute(
+        update(PayoutAccount)
+        .where(PayoutAccount.provider == provider_name, PayoutAccount.account_ref == state.ref)
+        .values(
+            charges_enabled=state.charges_enabled,
+            payouts_enabled=state.payouts_enabled,
+            details_submitted=state.details_submitted,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not changed(result):
+        log.warning("account event for an account we do not know", extra={"ref": state.ref})
+
+
+async def link_payout_account(
+    uow: UnitOfWork,
+    shop_id: UUID,
+    provider_name: str,
+    account_ref: str,
+    *,
+    enabled: bool = False,
+) -> None:
+    """Record where a shop's money goes at a provider (an account made elsewhere, e.g. by an
+    admin moving a seller over); ``enabled`` when it is known to take charges and payouts."""
+    existing = await uow.session.get(PayoutAccount, (shop_id, provider_name))
+    if existing is None:
+        uow.session.add(
+            PayoutAccount(
+                shop_id=shop_id,
+                provider=provider_name,
+                account_ref=account_ref,
+                charges_enabled=enabled,
+                payouts_enabled=enabled,
+                details_submitted=enabled,
+            )
+        )
+    else:
+        existing.account_ref = account_ref
+        existing.charges_enabled = existing.payouts_enabled = enabled
+        existing.details_submitted = enabled
+    await uow.session.flush()
+
+
+async def require_payouts_enabled(
+    session: AsyncSession, provider_name: str, checkout_id: UUID
+) -> None:
+    """PayoutsNotEnabled unless every shop in the checkout can take charges through the
+    provider (only providers that pay sellers out need this; the test provider does not)."""
+    if provider_name not in CONNECT_PROVIDERS:
+        return
+    rows = await session.execute(
+        select(Shop.handle, PayoutAccount.charges_enabled)
+        .select_from(Order)
+        .join(Shop, Shop.id == Order.shop_id)
+        .outerjoin(
+            PayoutAccount,
+            and_(PayoutAccount.shop_id == Order.shop_id, PayoutAccount.provider == provider_name),
+        )
+        .where(Order.checkout_id == checkout_id)
+    )
+    not_ready = sorted({handle for handle, enabled in rows.all() if not enabled})
+    if not_ready:
+        raise PayoutsNotEnabled(shops=not_ready)
+
+
+# --- transfers --------------------------------------------------------------------------
+
+
+async def queue_transfers(
+    ctx: AppContext, uow: UnitOfWork, payment: Payment, orders: list[Order]
+) -> None:
+    """Once a payment without a destination is settled: one transfer per order of the seller's
+    share (the order's total less the platform's fee), made after commit by a job."""
+    if payment.provider not in CONNECT_PROVIDERS or payment.destination is not None:
+        return
+    session = uow.session
+    accounts = dict(
+        (
+            await session.execute(
+                select(PayoutAccount.shop_id, PayoutAccount.account_ref).where(
+                    PayoutAccount.shop_id.in_({o.shop_id for o in orders}),
+                    PayoutAccount.provider == payment.provider,
+                )
+            )
+        ).all()
+    )
+    config = PaymentSettings.from_settings(ctx.settings)
+    queued: list[UUID] = []
+    for order in orders:
+        amount = order.total - platform_fee(order.total, config.platform_fee_bps)
+        destination = accounts.get(order.shop_id)
+        if amount <= 0:
+            continue
+        if destination is None:
+            # Checkouts are refused before payment when a shop has no account; keep the money
+            # on the platform and say so loudly rather than guess where it goes.
+            log.error("no connected account for a paid order", extra={"order_id": str(order.id)})
+            continue
+        transfer = PaymentTransfer(
+            id=uuid7(),
+            kind=TransferKind.TRANSFER,
+            payment_id=payment.id,
+            order_id=order.id,
+            shop_id=order.shop_id,
+            destination=destination,
+            amount=amount,
+            currency=order.currency,
+            status=TransferStatus.PENDING,
+            idempotency_key=f"transfer-{order.id}",
+        )
+        session.add(transfer)
+        queued.append(transfer.id)
+    await session.flush()
+    for transfer_id in queued:
+        _queue_execute(ctx, uow, transfer_id)
+
+
+def _queue_execute(ctx: AppContext, uow: UnitOfWork, transfer_id: UUID) -> None:
+    ctx.jobs.enqueue(
+        uow,
+        EXECUTE_TRANSFER,
+        {"transfer_id": str(transfer_id)},
+        dedupe_key=f"{EXECUTE_TRANSFER}:{transfer_id}",
+    )
+
+
+async def queue_reversal(
+    ctx: AppContext, uow: UnitOfWork, order: Order, refund: Refund, amount: int
+) -> UUID | None:
+    """Take ``amount`` (the seller's part of a refund) back from the order's transfer."""
+    session = uow.session
+    transfer = await session.scalar(
+        select(PaymentTransfer).where(
+            PaymentTransfer.order_id == order.id, PaymentTransfer.kind == TransferKind.TRANSFER
+        )
+    )
+    if transfer is None or transfer.status == TransferStatus.FAILED or amount <= 0:
+        return None
+    reversal = PaymentTransfer(
+        id=uuid7(),
+        kind=TransferKind.REVERSAL,
+        payment_id=transfer.payment_id,
+        order_id=order.id,
+        shop_id=order.shop_id,
+        refund_id=refund.id,
+        transfer_id=transfer.id,
+        destination=transfer.destination,
+        amount=amount,
+        currency=order.currency,
+        status=TransferStatus.PENDING,
+        idempotency_key=f"reversal-{refund.id}",
+    )
+    session.add(reversal)
+    await session.flush()
+    _queue_execute(ctx, uow, reversal.id)
+    return reversal.id
+
+
+async def reversal_of(ctx: AppContext, refund_id: UUID) -> UUID | None:
+    async with ctx.uow() as uow:
+        return await uow.session.scalar(
+            select(PaymentTransfer.id).where(PaymentTransfer.refund_id == refund_id)
+        )
+
+
+async def execute_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
+    """Ask the provider for a pending transfer or reversal (idempotent by its key) and record
+    the answer. A provider that cannot be reached raises, so the job tries again."""
+    async with ctx.uow() as uow:
+        row = await uow.session.get(PaymentTransfer, transfer_id, populate_existing=True)
+        if row is None:
+            return TransferStatus.FAILED
+        if row.status != TransferStatus.PENDING:
+            return TransferStatus(row.status)
+        payment = await uow.session.get(Payment, row.payment_id)
+        assert payment is not None
+        kind, parent_id = row.kind, row.transfer_id
+        provider_name, payment_ref = payment.provider, payment.provider_ref
+        request = TransferRequest(
+            amount=row.amount,
+            currency=row.currency,
+            destination=row.destination,
+            idempotency_key=row.idempotency_key,
+            transfer_group=transfer_group(payment.checkout_id),
+            metadata={"order_id": str(row.order_id), "payment_id": str(payment.id)},
+        )
+        refund_id = row.refund_id
+    connect = _connect(ctx)
+    try:
+        if kind == TransferKind.TRANSFER:
+            assert payment_ref is not None  # a settled payment has its provider reference
+            charge = (await provider_named(ctx, provider_name).retrieve(payment_ref)).charge_ref
+            done = await connect.create_transfer(replace(request, source_charge=charge))
+        else:
+            assert parent_id is not None
+            parent_status = await execute_transfer(ctx, parent_id)
+            if parent_status == TransferStatus.FAILED:
+                # Nothing reached the seller, so there is nothing to take back.
+                return await _settle_transfer(ctx, transfer_id, None, "transfer_failed")
+            async with ctx.uow() as uow:
+                parent = await uow.session.get(PaymentTransfer, parent_id)
+                assert parent is not None and parent.provider_ref is not None
+                parent_ref = parent.provider_ref
+            done = await connect.reverse_transfer(
+                parent_ref,
+                request.amount,
+                request.idempotency_key,
+                {"refund_id": str(refund_id), "order_id": request.metadata["order_id"]},
+            )
+    except ProviderRefused as exc:
+        code = str(exc.details.get("provider_code") or "refused")
+        log.error(
+            "the provider refused a transfer",
+            extra={"transfer_id": str(transfer_id), "kind": kind, "code": code},
+        )
+        return await _settle_transfer(ctx, transfer_id, None, code)
+    return await _settle_transfer(ctx, transfer_id, done.ref, None)
+
+
+async def _settle_transfer(
+    ctx: AppContext, transfer_id: UUID, ref: str | None, failure_code: str | None
+) -> TransferStatus:
+    status = TransferStatus.FAILED if failure_code else TransferStatus.SUCCEEDED
+    async with ctx.uow() as uow:
+        await uow.session.execute(
+            update(PaymentTransfer)
+            .where(
+                PaymentTransfer.id == transfer_id,
+                PaymentTransfer.status == TransferStatus.PENDING,
+            )
+            .values(status=status, provider_ref=ref, failure_code=failure_code)
+            .execution_options(synchronize_session=False)
+        )
+        row = await uow.session.get(PaymentTransfer, transfer_id, populate_existing=True)
+        assert row is not None
+        return TransferStatus(row.status)
+
+
+async def try_transfer(ctx: AppContext, transfer_id: UUID) -> None:
+    """Make a queued transfer now if the provider answers (its job stays as the safety net)."""
+    try:
+        await execute_transfer(ctx, transfer_id)
+    except PaymentProviderError:
+        log.warning("transfer left to its job", extra={"transfer_id": str(transfer_id)})
+
+
+# --- payouts ----------------------------------------------------------------------------
+
+
+async def record_payout(
+    session: AsyncSession,
+    provider_name: str,
+    event_type: str,
+    account_ref: str | None,
+    payout: ProviderPayout,
+) -> None:
+    """A payout left a seller's account (``payout.paid``) or came back (``payout.failed``):
+    ledger rows unique by payout, so repeats and any order of arrival end the same."""
+    if account_ref is None:
+        return
+    shop_id = await session.scalar(
+        select(PayoutAccount.shop_id).where(
+            PayoutAccount.provider == provider_name, PayoutAccount.account_ref == account_ref
+        )
+    )
+    if shop_id is None:
+        log.warning("payout for an account we do not know", extra={"ref": account_ref})
+        return
+    # A returned payout was paid out first (or never left): its two rows net to nothing.
+    await add_shop_entry(
+        session, shop_id, LedgerKind.PAYOUT, -payout.amount, payout.currency, f"payout:{payout.ref}"
+    )
+    if event_type in PAYOUT_RETURNED:
+        await add_shop_entry(
+            session,
+            shop_id,
+            LedgerKind.PAYOUT_REVERSAL,
+            payout.amount,
+            payout.currency,
+            f"payout_reversal:{payout.ref}",
+        )

@@ -1,0 +1,149 @@
+"""Money rules and each seller's ledger: every movement a row, the balance their sum."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from sqlalchemy import (
+    and_,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from craftreel.core.db import UnitOfWork
+from craftreel.core.ids import uuid7
+from craftreel.core.money import apply_rate
+from craftreel.core.pagination import decode_time_cursor, page_of
+from craftreel.shop import repository as shop_repo
+from craftreel.shop.models import (
+    Order,
+)
+from craftreel.shop.payments.models import (
+    LedgerEntry,
+    LedgerKind,
+)
+from craftreel.shop.payments.schemas import (
+    BalanceOut,
+    LedgerEntryOut,
+)
+from craftreel.shop.service import NoShop
+
+if TYPE_CHECKING:
+    from craftreel.accounts.models import User
+
+# --- money ------------------------------------------------------------------------------
+
+
+def platform_fee(order_total: int, basis_points: int) -> int:
+    """The platform's fee on an order, rounded half up to a whole minor unit."""
+    return apply_rate(order_total, basis_points)
+
+
+def share(amount: int, part: int, whole: int) -> int:
+    """``amount × part / whole``, rounded half up, in integers (0 when ``whole`` is 0)."""
+    if whole <= 0:
+        return 0
+    return (2 * amount * part + whole) // (2 * whole)
+
+
+def add_entry(
+    session: AsyncSession,
+    order: Order,
+    kind: LedgerKind,
+    amount: int,
+    key: str,
+    refund_id: UUID | None = None,
+) -> None:
+    session.add(
+        LedgerEntry(
+            id=uuid7(),
+            shop_id=order.shop_id,
+            order_id=order.id,
+            refund_id=refund_id,
+            kind=kind,
+            amount=amount,
+            currency=order.currency,
+            entry_key=key,
+        )
+    )
+
+
+# --- payout accounts and the balance ----------------------------------------------------
+
+
+async def add_shop_entry(
+    session: AsyncSession, shop_id: UUID, kind: LedgerKind, amount: int, currency: str, key: str
+) -> bool:
+    """Write a movement not tied to an order (a payout) unless its key is there already."""
+    try:
+        async with session.begin_nested():
+            session.add(
+                LedgerEntry(
+                    id=uuid7(),
+                    shop_id=shop_id,
+                    order_id=None,
+                    kind=kind,
+                    amount=amount,
+                    currency=currency,
+                    entry_key=key,
+                )
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+async def balance(
+    uow: UnitOfWork,
+    seller: User,
+    cursor: str | None,
+    limit: int,
+    kinds: Sequence[LedgerKind] | None = None,
+) -> BalanceOut:
+    """The seller's balance (the sum of their ledger) and its entries, newest first (only
+    those of ``kinds`` when given, e.g. payouts)."""
+    shop = await shop_repo.shop_of_owner(uow.session, seller.id)
+    if shop is None:
+        raise NoShop()
+    total = await uow.session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(LedgerEntry.shop_id == shop.id)
+    )
+    query = select(LedgerEntry).where(LedgerEntry.shop_id == shop.id)
+    if kinds is not None:
+        query = query.where(LedgerEntry.kind.in_(list(kinds)))
+    if cursor:
+        at, entry_id = decode_time_cursor(cursor)
+        query = query.where(
+            or_(
+                LedgerEntry.created_at < at,
+                and_(LedgerEntry.created_at == at, LedgerEntry.id < entry_id),
+            )
+        )
+    rows: Sequence[LedgerEntry] = (
+        await uow.session.scalars(
+            query.order_by(LedgerEntry.created_at.desc(), LedgerEntry.id.desc()).limit(limit + 1)
+        )
+    ).all()
+    items, next_cursor = page_of(rows, limit, lambda e: (e.created_at, e.id))
+    return BalanceOut(
+        shop_handle=shop.handle,
+        currency=shop.currency,
+        balance=int(total or 0),
+        entries=[
+            LedgerEntryOut(
+                id=e.id,
+                order_id=e.order_id,
+                kind=e.kind,
+                amount=e.amount,
+                currency=e.currency,
+                created_at=e.created_at,
+            )
+            for e in items
+        ],
+        next_cursor=next_cursor,
+    )

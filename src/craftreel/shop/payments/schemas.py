@@ -1,0 +1,125 @@
+"""Payments' API shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# --- API shapes -------------------------------------------------------------------------
+
+
+class PaymentCreate(BaseModel):
+    """How a buyer pays. Amount and currency come from the checkout, never from here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["test", "stripe"] | None = None
+    #: The test provider's card number.
+    card_number: Annotated[str, Field(min_length=1, max_length=30)] | None = None
+    #: A Stripe PaymentMethod id made by Stripe.js (raw card numbers never reach us).
+    payment_method: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+
+
+class PaymentOut(BaseModel):
+    id: UUID
+    checkout_id: UUID
+    provider: str
+    status: str
+    amount: int
+    currency: str
+    failure_code: str | None
+    #: "confirm" when the buyer must complete a step (POST .../confirm).
+    next_action: str | None
+    created_at: datetime
+
+
+#: The reasons a seller may give for a refund.
+RefundReasonIn = Literal["requested", "damaged", "not_as_described", "not_received", "other"]
+
+
+class RefundCreate(BaseModel):
+    """A seller's refund of one order: the amount (default: all that is left)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
+    #: Why (shown to the buyer with the refund).
+    reason: RefundReasonIn = "requested"
+
+
+class RefundOut(BaseModel):
+    id: UUID
+    order_id: UUID | None
+    payment_id: UUID
+    amount: int
+    currency: str
+    status: str
+    failure_code: str | None
+    created_at: datetime
+    reason: str = "requested"
+
+
+class LedgerEntryOut(BaseModel):
+    id: UUID
+    order_id: UUID | None
+    kind: str
+    amount: int
+    currency: str
+    created_at: datetime
+
+
+class BalanceOut(BaseModel):
+    shop_handle: str
+    currency: str
+    #: The sum of every ledger entry: what the shop is owed.
+    balance: int
+    entries: list[LedgerEntryOut]
+    next_cursor: str | None
+
+
+class WebhookReceipt(BaseModel):
+    received: bool
+    duplicate: bool
+
+
+class PayoutAccountOut(BaseModel):
+    """How far a shop is with payouts at a provider that pays sellers out."""
+
+    provider: str
+    #: not_started · incomplete · in_review · payouts_paused · enabled
+    status: str
+    account_ref: str | None = None
+    charges_enabled: bool = False
+    payouts_enabled: bool = False
+    details_submitted: bool = False
+
+
+class OnboardingLinkOut(BaseModel):
+    """Where the seller goes next to finish setting up payouts (single use, short-lived)."""
+
+    url: str
+    expires_at: int | None
+
+
+class OrderMoneyOut(BaseModel):
+    """One of the seller's orders as money: paid, refunded, what is left, and the transfer
+    that paid the seller their share."""
+
+    order_id: UUID
+    status: str
+    currency: str
+    total: int
+    created_at: datetime
+    paid: bool
+    refunded: int
+    refund_pending: int
+    #: What a refund may still give back.
+    refundable: int
+    #: Paid and not yet shipped: the seller may cancel it (stock back, payment refunded).
+    cancellable: bool
+    refunds: list[RefundOut]
+    transfer_status: str | None = None
+    transfer_amount: int | None = None
