@@ -1,7 +1,7 @@
 // Orders that change while you look at them: on an order's page, and on the list of your
 // orders. When an order.updated event arrives (socket.js), the page fetches the order's live
-// parts (/orders/{id}/live: status, progress, lines, cancel) and swaps them in — except a
-// part you are typing in or have a sheet open on, which waits for the next update. A list
+// parts (/orders/{id}/live: status, progress, lines, cancel) and swaps in those that changed —
+// except a part you are typing in or have a sheet open on, which waits for the next update. A list
 // row gets the new status badge.
 
 import { showToast } from "/static/js/app.js";
@@ -36,6 +36,12 @@ function busy(region) {
   });
 }
 
+/** A region's HTML without what the page itself changed in it (times shown in local time), to
+ * tell whether the server's fresh copy says anything new. */
+function drawn(region) {
+  return region.outerHTML.replace(/<time\b[^>]*>[^<]*<\/time>/g, "<time>");
+}
+
 function showLocalTimes(root) {
   root.querySelectorAll("time[data-local-time]").forEach((el) => {
     const date = new Date(el.getAttribute("datetime"));
@@ -51,7 +57,8 @@ async function refreshPage() {
   const before = document.getElementById("order-status")?.textContent.trim();
   fresh.querySelectorAll("[data-live-region]").forEach((region) => {
     const old = document.getElementById(region.id);
-    if (!old || busy(old)) return;
+    // Unchanged parts stay as they are: a person tapping in one is not pulled out of it.
+    if (!old || busy(old) || drawn(old) === drawn(region)) return;
     old.replaceWith(region);
     showLocalTimes(region);
     window.htmx?.process(region);
