@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, true, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, true, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -24,6 +24,8 @@ from craftreel.posts.models import Post, PostHashtag, PostStatus
 from craftreel.posts.repository import (
     FeedPost,
     feed_posts,
+    followees_visible_to,
+    listed_to_followers,
     viewer_flags,
     visible_posts,
     visible_to,
@@ -34,9 +36,11 @@ ScoreKey = tuple[float, UUID]
 
 
 def _before(column: Any, id_column: Any, key: tuple[Any, UUID]) -> Any:
-    """SQL: the row comes after ``key`` in ``(column desc, id desc)`` order."""
+    """SQL: the row comes after ``key`` in ``(column desc, id desc)`` order: a row-value
+    comparison, which PostgreSQL turns into an index range on ``(…, column, id)``, and a
+    redundant ``column <= value`` that lets SQLite seek too."""
     value, row_id = key
-    return and_(column <= value, or_(column < value, and_(column == value, id_column < row_id)))
+    return and_(column <= value, tuple_(column, id_column) < tuple_(value, row_id))
 
 
 async def following(
@@ -45,13 +49,15 @@ async def following(
     """Published posts of the people ``viewer_id`` follows, newest first (``limit + 1``).
 
     PostgreSQL reads each followee's newest ``limit + 1`` posts from the (author, status,
-    published_at) index (a LATERAL join) and merges them, so the cost grows with the number
-    of people followed, not with how much they posted. SQLite has no LATERAL; its planner
-    walks the same index for each followee and sorts what it found.
+    published_at, id) index (a LATERAL join, the visibility rule split into the person and
+    their posts: ``followees_visible_to`` / ``listed_to_followers``) and merges them, so the
+    cost grows with the number of people followed, not with how much they posted, nor with
+    how deep the cursor is. SQLite has no LATERAL; its planner walks the same index for each
+    followee and sorts what it found.
     """
     if session.get_bind().dialect.name == "postgresql":
-        followees = accounts.followee_ids_query(viewer_id).subquery("followees")
-        newest = visible_posts(viewer_id, listed=True).where(Post.author_id == followees.c[0])
+        followees = followees_visible_to(viewer_id).subquery("followees")
+        newest = select(Post).where(listed_to_followers(followees.c[0]))
         if after is not None:
             newest = newest.where(_before(Post.published_at, Post.id, after))
         per_followee = (

@@ -46,7 +46,13 @@ class Post(Base):
 
     __tablename__ = "posts"
     __table_args__ = (
-        Index("ix_posts_author_id_status_published_at", "author_id", "status", "published_at"),
+        Index(
+            "ix_posts_author_id_status_published_at_id",
+            "author_id",
+            "status",
+            "published_at",
+            "id",
+        ),
         Index("ix_posts_status_published_at", "status", "published_at"),
         Index("ix_posts_status_rank_score", "status", "rank_score"),
         Index("ix_posts_status_scheduled_at", "status", "scheduled_at"),

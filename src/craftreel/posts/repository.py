@@ -12,7 +12,7 @@ from sqlalchemy import and_, delete, literal, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from craftreel.accounts import service as accounts
-from craftreel.accounts.models import User
+from craftreel.accounts.models import Follow, FollowStatus, User
 from craftreel.media.models import MediaObject
 from craftreel.posts.models import (
     Post,
@@ -83,6 +83,35 @@ def viewer_flags(viewer_id: UUID | None, post_id: Any = Post.id) -> list[Any]:
         PostSave.post_id == post_id, PostSave.user_id == viewer_id
     )
     return [liked.exists().label("liked"), saved.exists().label("saved")]
+
+
+def followees_visible_to(viewer_id: UUID) -> Any:
+    """SQL subquery (one column): the people ``viewer_id`` follows (approved) whose listed
+    posts :func:`visible_to` lets them see, by its rule for a follower: accounts that exist,
+    with no block either way. With :func:`listed_to_followers`, the same rule as
+    ``visible_to(viewer_id, listed=True)`` for their posts — split so that a feed checks the
+    person once and then reads each one's posts straight off the (author, status,
+    published_at, id) index."""
+    return (
+        select(Follow.followee_id)
+        .join(User, User.id == Follow.followee_id)
+        .where(
+            Follow.follower_id == viewer_id,
+            Follow.status == FollowStatus.ACTIVE,
+            Follow.followee_id != viewer_id,
+            accounts.visible_people_clause(User),
+            accounts.not_blocked_clause(viewer_id, Follow.followee_id),
+        )
+    )
+
+
+def listed_to_followers(author_id: Any) -> Any:
+    """SQL: a post by ``author_id`` (a column) that an approved follower sees in a feed."""
+    return and_(
+        Post.author_id == author_id,
+        Post.status == PostStatus.PUBLISHED,
+        Post.visibility.in_([Visibility.PUBLIC, Visibility.FOLLOWERS]),
+    )
 
 
 def visible_posts(viewer_id: UUID | None, *, listed: bool) -> Any:
