@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -127,8 +128,14 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
-    """Build the app; the lifespan makes (or adopts) the engine and clients."""
+def create_app(
+    settings: Settings, ctx: AppContext | None = None, *, freeze_gc: bool = False
+) -> FastAPI:
+    """Build the app; the lifespan makes (or adopts) the engine and clients.
+
+    ``freeze_gc`` (``craftreel serve``): once started, everything alive is moved out of the
+    garbage collector's sight (``gc.freeze``). Otherwise each full collection walks the
+    ~180,000 objects of the loaded app — about 50 ms with every request waiting."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -140,6 +147,9 @@ def create_app(settings: Settings, ctx: AppContext | None = None) -> FastAPI:
         # With Redis, `craftreel worker` processes run the jobs; otherwise this process does.
         background = await start_background(context, run_jobs=settings.jobs_backend == "inprocess")
         app.state.background = background
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

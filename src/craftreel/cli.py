@@ -75,14 +75,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "craftreel.cli:app_from_environment", factory=True, workers=args.workers, **options
         )
     else:
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_app(settings, freeze_gc=True), **options)
 
 
 def app_from_environment() -> FastAPI:
     """The app a ``serve --workers N`` worker process runs, configured from the environment."""
     from craftreel.app import create_app
 
-    return create_app(load_settings())
+    return create_app(load_settings(), freeze_gc=True)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
