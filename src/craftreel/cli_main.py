@@ -2,4 +2,5 @@
 
 from craftreel.cli import main
 
-main()
+if __name__ == "__main__":  # serve --workers starts processes that import this module again
+    main()

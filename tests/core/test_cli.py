@@ -91,3 +91,39 @@ def test_worker_runs_until_told_to_stop(var_dir: Path) -> None:
     assert "running jobs from the database" in first
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
+
+
+def test_serve_with_two_workers_answers_and_stops(var_dir: Path) -> None:
+    """Both worker processes start (each builds its app from the environment), the port
+    answers, and SIGTERM stops the lot."""
+    import socket
+    import time
+
+    import httpx
+
+    assert run(var_dir, "migrate").returncode == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = var_dir / "serve.log"
+    command = [sys.executable, "-m", "craftreel.cli_main", "serve", "--port", str(port)]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*command, "--workers", "2"],
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "CRAFTREEL_DEMO_MODE": "true",
+                "CRAFTREEL_VAR_DIR": str(var_dir),
+                "CRAFTREEL_LOG_JSON": "false",
+            },
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while log.read_text().count("Application startup complete") < 2:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0

@@ -63,6 +63,11 @@ def configure_logging(level: str, as_json: bool) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+    # Requests are logged by our own middleware (craftreel.access, with the request id);
+    # uvicorn's access log would say it twice (and costs a format per request).
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
