@@ -8,18 +8,33 @@ seek in the index instead of scanning from the top on deep pages.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, true, tuple_, update
+from sqlalchemy import (
+    Float,
+    Integer,
+    Table,
+    Uuid,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from craftreel.accounts import service as accounts
 from craftreel.accounts.models import User
+from craftreel.core.db import UTCDateTime
 from craftreel.posts.models import Post, PostHashtag, PostStatus
 from craftreel.posts.repository import (
     FeedPost,
@@ -43,6 +58,48 @@ def _before(column: Any, id_column: Any, key: tuple[Any, UUID]) -> Any:
     return and_(column <= value, tuple_(column, id_column) < tuple_(value, row_id))
 
 
+# Bound when a feed statement runs (the statements are built once, see _following). The
+# visibility helpers take the viewer's id and a cursor; bind parameters stand in for them
+# (SQL-wise the same thing), hence the casts.
+_VIEWER = cast(UUID, bindparam("viewer_id", type_=Uuid))
+_AFTER = cast(
+    TimeKey, (bindparam("after_at", type_=UTCDateTime), bindparam("after_id", type_=Uuid))
+)
+_LIMIT = bindparam("limit", type_=Integer)
+
+
+@functools.cache
+def _following(dialect: str, with_cursor: bool) -> Any:
+    """The Following statement, built once per dialect and cursor-or-not: building it (the
+    visibility rule, the LATERAL alias) cost more CPU than PostgreSQL spends running it."""
+    if dialect == "postgresql":
+        followees = followees_visible_to(_VIEWER).subquery("followees")
+        newest = select(Post).where(listed_to_followers(followees.c[0]))
+        if with_cursor:
+            newest = newest.where(_before(Post.published_at, Post.id, _AFTER))
+        per_followee = (
+            newest.order_by(Post.published_at.desc(), Post.id.desc())
+            .limit(_LIMIT)
+            .lateral("newest")
+        )
+        post = aliased(Post, per_followee)
+        return (
+            select(post, *viewer_flags(_VIEWER, per_followee.c.id))
+            .select_from(followees)
+            .join(per_followee, true())
+            .order_by(per_followee.c.published_at.desc(), per_followee.c.id.desc())
+            .limit(_LIMIT)
+        )
+    query = (
+        visible_posts(_VIEWER, listed=True)
+        .add_columns(*viewer_flags(_VIEWER))
+        .where(Post.author_id.in_(accounts.followee_ids_query(_VIEWER)))
+    )
+    if with_cursor:
+        query = query.where(_before(Post.published_at, Post.id, _AFTER))
+    return query.order_by(Post.published_at.desc(), Post.id.desc()).limit(_LIMIT)
+
+
 async def following(
     session: AsyncSession, viewer_id: UUID, after: TimeKey | None, limit: int
 ) -> list[FeedPost]:
@@ -55,33 +112,11 @@ async def following(
     how deep the cursor is. SQLite has no LATERAL; its planner walks the same index for each
     followee and sorts what it found.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        followees = followees_visible_to(viewer_id).subquery("followees")
-        newest = select(Post).where(listed_to_followers(followees.c[0]))
-        if after is not None:
-            newest = newest.where(_before(Post.published_at, Post.id, after))
-        per_followee = (
-            newest.order_by(Post.published_at.desc(), Post.id.desc())
-            .limit(limit + 1)
-            .lateral("newest")
-        )
-        post = aliased(Post, per_followee)
-        query = (
-            select(post, *viewer_flags(viewer_id, post.id))
-            .select_from(followees)
-            .join(per_followee, true())
-            .order_by(post.published_at.desc(), post.id.desc())
-        )
-    else:
-        query = (
-            visible_posts(viewer_id, listed=True)
-            .add_columns(*viewer_flags(viewer_id))
-            .where(Post.author_id.in_(accounts.followee_ids_query(viewer_id)))
-        )
-        if after is not None:
-            query = query.where(_before(Post.published_at, Post.id, after))
-        query = query.order_by(Post.published_at.desc(), Post.id.desc())
-    return feed_posts(await session.execute(query.limit(limit + 1)))
+    statement = _following(session.get_bind().dialect.name, after is not None)
+    params: dict[str, Any] = {"viewer_id": viewer_id, "limit": limit + 1}
+    if after is not None:
+        params["after_at"], params["after_id"] = after
+    return feed_posts(await session.execute(statement, params))
 
 
 @dataclass(frozen=True)
@@ -106,6 +141,39 @@ class PassedOver:
     until: ScoreKey
 
 
+_SCORE_AFTER = cast(
+    ScoreKey, (bindparam("after_score", type_=Float), bindparam("after_id", type_=Uuid))
+)
+_SHOWN_AUTHOR = bindparam("shown_author", type_=Uuid)
+_SHOWN_UNTIL = cast(
+    ScoreKey, (bindparam("shown_score", type_=Float), bindparam("shown_id", type_=Uuid))
+)
+_NOT_BY = bindparam("not_by", type_=Uuid)
+
+
+@functools.cache
+def _discover(signed_in: bool, after: bool, shown: bool, not_by: bool) -> Any:
+    """The Discover candidates statement for one combination of its optional conditions,
+    built once (like :func:`_following`)."""
+    viewer = _VIEWER if signed_in else None
+    query = (
+        select(Post.id, Post.author_id, Post.rank_score)
+        .join(User, User.id == Post.author_id)
+        .where(visible_to(viewer, listed=True))
+    )
+    if signed_in:
+        query = query.where(Post.author_id != _VIEWER)
+    if after:
+        query = query.where(_before(Post.rank_score, Post.id, _SCORE_AFTER))
+    if shown:
+        query = query.where(
+            or_(Post.author_id == _SHOWN_AUTHOR, _before(Post.rank_score, Post.id, _SHOWN_UNTIL))
+        )
+    if not_by:
+        query = query.where(Post.author_id != _NOT_BY)
+    return query.order_by(Post.rank_score.desc(), Post.id.desc()).limit(_LIMIT)
+
+
 async def discover_candidates(
     session: AsyncSession,
     viewer_id: UUID | None,
@@ -117,25 +185,25 @@ async def discover_candidates(
     """Up to ``limit`` listed posts the viewer may see, by rank (``rank_score`` desc, id desc):
     after ``after``, without those ``shown`` already, none of the viewer's own, and none by
     ``not_by`` when given."""
-    query = (
-        select(Post.id, Post.author_id, Post.rank_score)
-        .join(User, User.id == Post.author_id)
-        .where(visible_to(viewer_id, listed=True))
-    )
-    if viewer_id is not None:
-        query = query.where(Post.author_id != viewer_id)
+    params: dict[str, Any] = {"viewer_id": viewer_id, "limit": limit, "not_by": not_by}
     if after is not None:
-        query = query.where(_before(Post.rank_score, Post.id, after))
+        params["after_score"], params["after_id"] = after
     if shown is not None:
-        query = query.where(
-            or_(Post.author_id == shown.author, _before(Post.rank_score, Post.id, shown.until))
-        )
-    if not_by is not None:
-        query = query.where(Post.author_id != not_by)
-    rows = await session.execute(
-        query.order_by(Post.rank_score.desc(), Post.id.desc()).limit(limit)
+        params["shown_author"] = shown.author
+        params["shown_score"], params["shown_id"] = shown.until
+    statement = _discover(
+        viewer_id is not None, after is not None, shown is not None, not_by is not None
     )
+    rows = await session.execute(statement, params)
     return [Candidate(r.id, r.author_id, r.rank_score) for r in rows.all()]
+
+
+@functools.cache
+def _posts_by_ids(signed_in: bool) -> Any:
+    viewer = _VIEWER if signed_in else None
+    return select(Post, *viewer_flags(viewer)).where(
+        Post.id.in_(bindparam("post_ids", expanding=True))
+    )
 
 
 async def posts_by_ids(
@@ -145,7 +213,8 @@ async def posts_by_ids(
     if not post_ids:
         return []
     rows = await session.execute(
-        select(Post, *viewer_flags(viewer_id)).where(Post.id.in_(post_ids))
+        _posts_by_ids(viewer_id is not None),
+        {"viewer_id": viewer_id, "post_ids": list(post_ids)},
     )
     found = {item.post.id: item for item in feed_posts(rows)}
     return [found[i] for i in post_ids if i in found]
