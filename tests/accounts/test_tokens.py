@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
 import httpx
 import jwt
+from sqlalchemy import event, select, update
 
+from craftreel.accounts.models import AuthSession
+from craftreel.accounts.service import authenticate_access_token
+from craftreel.context import AppContext
+from craftreel.core.clock import utcnow
 from tests.conftest import PASSWORD, Outbox
 from tests.factories import sign_in, sign_up
 
@@ -192,3 +201,38 @@ async def test_tampered_and_expired_links_are_refused(
     assert wrong_use.status_code == 401
     me = (await client.get("/api/v1/me", headers=person.auth)).json()
     assert me["email_verified"] is False
+
+
+async def test_a_read_notes_the_session_last_seen_after_it_without_writing_in_it(
+    client: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """A GET's unit of work is read-only: the session's last-seen time is written after it,
+    in a unit of work of its own — never flushed inside the read (on SQLite that UPDATE
+    fails with "database is locked" when another transaction committed meanwhile)."""
+    person = await sign_up(client, "lastseen")
+    long_ago = utcnow() - timedelta(minutes=5)
+    session_id = UUID(person.session_id)
+    async with ctx.uow() as uow:
+        await uow.session.execute(
+            update(AuthSession).where(AuthSession.id == session_id).values(last_seen_at=long_ago)
+        )
+    writes: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            writes.append(statement)
+
+    async with ctx.uow(read_only=True) as uow:
+        event.listen(ctx.engine.sync_engine, "before_cursor_execute", note)
+        try:
+            identity = await authenticate_access_token(uow, ctx, person.access_token)
+            await uow.session.flush()
+        finally:
+            event.remove(ctx.engine.sync_engine, "before_cursor_execute", note)
+        assert identity.session.id == session_id
+        assert writes == []
+    async with ctx.uow() as uow:
+        seen = await uow.session.scalar(
+            select(AuthSession.last_seen_at).where(AuthSession.id == session_id)
+        )
+    assert seen is not None and seen > long_ago + timedelta(minutes=4)

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import jwt
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from craftreel.accounts import repository as repo
 from craftreel.accounts import schemas
@@ -261,7 +262,9 @@ async def _live_session(uow: UnitOfWork, found: tuple[AuthSession, User] | None)
             uow.after_commit(_touch_session, uow.another(), auth.id, now)
         else:
             await repo.touch_session(uow.session, auth.id, now)
-        auth.last_seen_at = now
+        # Noted on the object without making it dirty: a read-only unit of work must not
+        # flush it (an UPDATE there can fail with "database is locked" on SQLite).
+        set_committed_value(auth, "last_seen_at", now)
     return Identity(user, auth)
 
 
