@@ -11,12 +11,13 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint, Uuid, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from craftreel.core.clock import utcnow
 from craftreel.core.db import Base
-from craftreel.core.errors import DomainError, InvalidInput
+from craftreel.core.errors import Conflict, DomainError, InvalidInput
 from craftreel.core.ids import uuid7
 
 
@@ -71,7 +72,7 @@ async def replay(
     return row
 
 
-def remember(
+async def remember(
     session: AsyncSession,
     user_id: UUID,
     scope: str,
@@ -80,7 +81,8 @@ def remember(
     status_code: int,
     response: dict[str, Any],
 ) -> None:
-    """Store the result with the current transaction (a racing twin fails on the unique key)."""
+    """Store the result with the current transaction. A twin request with the same key that
+    is committing right now holds the unique key: this one is refused (409, retry)."""
     session.add(
         IdempotencyKey(
             user_id=user_id,
@@ -91,3 +93,7 @@ def remember(
             response=response,
         )
     )
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict("That request is already being handled.", retry=True) from None

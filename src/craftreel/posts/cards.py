@@ -75,7 +75,8 @@ class CardCache:
         return self.seconds > 0 and self.size > 0
 
     def get(self, post_id: UUID, updated_at: datetime) -> bytes | None:
-        card = self._cards.get(post_id)
+        """The card of this version of the post, if one is kept and still valid."""
+        card = self._cards.get(post_id) if self.enabled else None
         if (
             card is None
             or card.updated_at != updated_at

@@ -149,7 +149,7 @@ async def feed_items(
     missing: list[Post] = []
     for item in items:
         post = item.post
-        body = cache.get(post.id, post.updated_at) if cache.enabled else None
+        body = cache.get(post.id, post.updated_at)
         if body is None:
             missing.append(post)
         else:

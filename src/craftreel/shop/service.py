@@ -667,12 +667,7 @@ async def start_checkout(
         return earlier.status_code, earlier.response
     result = await _checkout(ctx, uow, buyer, body)
     payload = result.model_dump(mode="json")
-    idempotency.remember(uow.session, buyer.id, "checkout", key, digest, 201, payload)
-    try:
-        await uow.session.flush()
-    except IntegrityError:
-        # A twin request with the same key is committing the same checkout right now.
-        raise Conflict("That request is already being handled.", retry=True) from None
+    await idempotency.remember(uow.session, buyer.id, "checkout", key, digest, 201, payload)
     return 201, payload
 
 

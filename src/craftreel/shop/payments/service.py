@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from craftreel.core import idempotency
 from craftreel.core.clock import utcnow
 from craftreel.core.db import UnitOfWork
-from craftreel.core.errors import Conflict, InvalidInput
+from craftreel.core.errors import InvalidInput
 from craftreel.core.ids import uuid7
 from craftreel.shop import live
 from craftreel.shop import repository as shop_repo
@@ -206,7 +206,7 @@ async def begin_payment(
             await uow.session.flush()
         except IntegrityError:
             raise PaymentInProgress() from None
-        idempotency.remember(
+        await idempotency.remember(
             uow.session,
             buyer_id,
             "payment",
@@ -215,10 +215,6 @@ async def begin_payment(
             201,
             payment_out(payment).model_dump(mode="json"),
         )
-        try:
-            await uow.session.flush()
-        except IntegrityError:
-            raise Conflict("That request is already being handled.", retry=True) from None
         _queue_reconcile_payment(ctx, uow, payment.id, 0, config)
         return payment.id
 
@@ -560,7 +556,7 @@ async def refund_order(
             raise OrderNotRefundable(status=order.status)
         refund = await _claim_refund(ctx, uow, order, body.amount, RefundReason(body.reason))
         if key is not None:
-            idempotency.remember(
+            await idempotency.remember(
                 uow.session,
                 seller.id,
                 "refund",
@@ -569,10 +565,6 @@ async def refund_order(
                 201,
                 refund_out(refund).model_dump(mode="json"),
             )
-            try:
-                await uow.session.flush()
-            except IntegrityError:
-                raise Conflict("That request is already being handled.", retry=True) from None
     await execute_refund(ctx, refund.id)
     return await _refund_view(ctx, refund.id)
 
