@@ -1,0 +1,58 @@
+"""Feed cards (posts/cards.py) are reused, but never show a post as it was before a change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from craftreel.context import AppContext
+from tests.factories import Person, sign_up
+from tests.feed.factories import follow
+from tests.posts.factories import make_post
+
+
+async def _following(client: httpx.AsyncClient, viewer: Person) -> list[dict[str, Any]]:
+    response = await client.get("/api/v1/feed/following", headers=viewer.auth)
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def test_a_reused_card_shows_every_change_at_once(
+    client: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    viewer = await sign_up(client, "cardviewer")
+    maker = await sign_up(client, "cardmaker")
+    await follow(client, viewer, maker)
+    post = await make_post(client, ctx, maker, caption="first words")
+
+    [item] = await _following(client, viewer)
+    assert item["caption"] == "first words"
+    hits = ctx.cards.hits
+    [again] = await _following(client, viewer)
+    assert ctx.cards.hits == hits + 1, "the second page reuses the card"
+    assert again == item
+
+    # The post itself changes (its row's updated_at moves).
+    edited = await client.patch(
+        f"/api/v1/posts/{post['id']}", headers=maker.auth, json={"caption": "second words"}
+    )
+    assert edited.status_code == 200, edited.text
+    [item] = await _following(client, viewer)
+    assert item["caption"] == "second words"
+
+    # Something the card shows from another table changes (the author's name).
+    renamed = await client.patch(
+        "/api/v1/me/profile", headers=maker.auth, json={"display_name": "Card Maker Renamed"}
+    )
+    assert renamed.status_code == 200, renamed.text
+    [item] = await _following(client, viewer)
+    assert item["author"]["display_name"] == "Card Maker Renamed"
+
+    # Counts and the viewer's own state are never part of the card.
+    liked = await client.put(f"/api/v1/posts/{post['id']}/like", headers=viewer.auth)
+    assert liked.status_code in (200, 204), liked.text
+    [item] = await _following(client, viewer)
+    assert item["counts"]["likes"] == 1
+    assert item["viewer"] == {"liked": True, "saved": False}
