@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# A write inside a read-only (GET) unit of work fails the test on SQLite too, as it always
+# does on PostgreSQL. Set before craftreel.core.db reads it at import.
+os.environ.setdefault("CRAFTREEL_STRICT_READ_ONLY", "1")
+
 import httpx
 import pytest
 from sqlalchemy import text

@@ -82,7 +82,12 @@ def build_bus(settings: Settings, redis: Redis | None) -> EventBus:
 
 def build_context(settings: Settings) -> AppContext:
     """Make the engine and clients the settings ask for (nothing connects yet)."""
-    engine = create_engine(settings.effective_database_url, echo=settings.database_echo)
+    engine = create_engine(
+        settings.effective_database_url,
+        echo=settings.database_echo,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     mailer: Mailer
     if settings.smtp_host:

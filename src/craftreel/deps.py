@@ -15,7 +15,8 @@ _WRITES_ON_GET = "craftreel_writes_on_get"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
+    # async on purpose: FastAPI runs a plain-function dependency in a worker thread.
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -32,7 +33,8 @@ async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
     GET and HEAD unless the handler is marked :func:`writes_on_get` (see ``UnitOfWork``)."""
     endpoint = getattr(request.scope.get("route"), "endpoint", None)
     read_only = request.method in _READS and not getattr(endpoint, _WRITES_ON_GET, False)
-    async with get_ctx(request).uow(read_only=read_only) as uow:
+    ctx: AppContext = request.app.state.ctx
+    async with ctx.uow(read_only=read_only) as uow:
         yield uow
 
 

@@ -161,3 +161,68 @@ def test_uuid7_is_version_7_and_time_ordered() -> None:
     assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_no_two_routes_share_a_method_and_path() -> None:
+    """Routers are included busiest first (app.py); that is safe only while no route can
+    shadow another."""
+    from fastapi.routing import APIRoute
+    from starlette.routing import Route
+
+    from craftreel.app import create_app
+
+    app = create_app(Settings(environment="test", demo_mode=True))  # type: ignore[arg-type]
+    seen: set[tuple[str, str]] = set()
+    duplicates = []
+    routes = [r for r in app.routes if isinstance(r, APIRoute | Route)]
+    for route in app.router.routes:
+        routes.extend(getattr(getattr(route, "original_router", None), "routes", []))
+    for route in routes:
+        for method in getattr(route, "methods", None) or {"WS"}:
+            key = (method, getattr(route, "path", ""))
+            if key in seen:
+                duplicates.append(key)
+            seen.add(key)
+    assert len(seen) > 100
+    assert duplicates == []
+
+
+async def test_a_write_in_a_read_only_unit_of_work_is_refused(ctx: AppContext) -> None:
+    """On PostgreSQL a read-only unit of work reads in autocommit mode, where a write would
+    commit on its own: it is refused (on SQLite too, as the suite runs strict)."""
+    from sqlalchemy import text
+
+    from craftreel.core.db import WriteInReadOnlyUnitOfWork
+
+    with pytest.raises(WriteInReadOnlyUnitOfWork):
+        async with ctx.uow(read_only=True) as uow:
+            assert (await uow.session.execute(text("SELECT 1"))).scalar() == 1
+            await uow.session.execute(text("DELETE FROM follows"))
+    async with ctx.uow() as uow:  # a writing one is not affected
+        await uow.session.execute(text("DELETE FROM follows"))
+
+
+async def test_a_connection_dropped_while_idle_is_replaced_unnoticed(
+    ctx: AppContext, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ping per request; a pooled connection that sat idle is pinged before use, so one
+    the database closed meanwhile (a restart) costs no request an error."""
+    if backend != "postgresql":
+        pytest.skip("SQLite connections are files, not sockets")
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from craftreel.core import db
+
+    async with ctx.uow(read_only=True) as uow:
+        before = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar()
+    other = create_async_engine(ctx.settings.effective_database_url, poolclass=NullPool)
+    async with other.connect() as conn:  # not from the pool: that would hand out the same one
+        await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": before})
+    await other.dispose()
+    monkeypatch.setattr(db, "IDLE_PING_SECONDS", 0.0)
+    for _ in range(3):  # every pooled connection, the dead one among them
+        async with ctx.uow(read_only=True) as uow:
+            after = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar()
+        assert after != before

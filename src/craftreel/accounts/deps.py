@@ -16,7 +16,7 @@ from craftreel.deps import Ctx, Uow
 SESSION_COOKIE = "cr_session"
 
 
-def client_of(request: Request) -> Client:
+async def client_of(request: Request) -> Client:  # async: no worker thread
     ip = request.client.host if request.client else "unknown"
     return Client(ip=ip, device=request.headers.get("user-agent", "")[:200])
 

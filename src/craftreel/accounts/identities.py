@@ -32,6 +32,26 @@ class IdentityCache:
         self.seconds = seconds
         self.size = size
         self._found: dict[UUID, tuple[int, float, AuthSession, User]] = {}
+        self._tokens: dict[str, tuple[UUID, float]] = {}
+
+    def verified_token(self, token: str) -> UUID | None:
+        """The session an access token names, if this very token's signature was checked
+        before and it has not expired since (checking an HMAC signature and the claims costs
+        more than the rest of a cached lookup). Unlike the session itself, this is kept
+        whether or not the cache is enabled: a token's claims never change."""
+        entry = self._tokens.get(token)
+        if entry is None:
+            return None
+        session_id, expires_at = entry
+        if expires_at <= time.time():
+            del self._tokens[token]
+            return None
+        return session_id
+
+    def keep_token(self, token: str, session_id: UUID, expires_at: float) -> None:
+        if len(self._tokens) >= self.size:
+            self._tokens.clear()
+        self._tokens[token] = (session_id, expires_at)
 
     @property
     def enabled(self) -> bool:

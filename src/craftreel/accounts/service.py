@@ -223,19 +223,22 @@ async def _start_session(
 
 async def authenticate_access_token(uow: UnitOfWork, ctx: AppContext, token: str) -> Identity:
     """The person behind a bearer token, if the token is valid and its session still open."""
-    try:
-        claims = jwt.decode(
-            token,
-            ctx.settings.signing_key,
-            algorithms=["HS256"],
-            options={"require": ["exp", "sub", "sid"]},
-        )
-        if claims.get("typ") != "access":
-            raise TokenInvalid()
-        session_id = UUID(claims["sid"])
-    except (jwt.PyJWTError, ValueError) as exc:
-        raise NotAuthenticated("Your access token is invalid or has expired.") from exc
     cache = ctx.identities
+    session_id = cache.verified_token(token)
+    if session_id is None:
+        try:
+            claims = jwt.decode(
+                token,
+                ctx.settings.signing_key,
+                algorithms=["HS256"],
+                options={"require": ["exp", "sub", "sid"]},
+            )
+            if claims.get("typ") != "access":
+                raise TokenInvalid()
+            session_id = UUID(claims["sid"])
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise NotAuthenticated("Your access token is invalid or has expired.") from exc
+        cache.keep_token(token, session_id, float(claims["exp"]))
     if uow.read_only and cache.enabled:
         cached = cache.get(session_id)
         if cached is not None:

@@ -6,6 +6,8 @@ import inspect
 import logging
 import os
 import re
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import datetime
@@ -14,6 +16,7 @@ from typing import Any, ClassVar, Self
 
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -39,8 +42,12 @@ NAMING_CONVENTION = {
 #: Set while a read-only unit of work is open in this task (see :class:`UnitOfWork`).
 _reading: ContextVar[bool] = ContextVar("craftreel_read_only_uow", default=False)
 _WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
-#: Tests set this to make a write inside a read-only unit of work fail loudly.
+#: Tests set this to make a write inside a read-only unit of work fail loudly on SQLite too
+#: (on PostgreSQL it always does: see :class:`UnitOfWork`).
 STRICT_READS = os.environ.get("CRAFTREEL_STRICT_READ_ONLY") == "1"
+#: A pooled PostgreSQL connection idle for longer than this is pinged before it is used
+#: (one round trip), so a restarted database costs no request an error; busy ones are not.
+IDLE_PING_SECONDS = 10.0
 
 
 class WriteInReadOnlyUnitOfWork(RuntimeError):
@@ -75,12 +82,19 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def create_engine(url: str, echo: bool = False) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
+def create_engine(
+    url: str, echo: bool = False, *, pool_size: int = 20, max_overflow: int = 20
+) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, foreign keys and a busy timeout on every connection.
+
+    ``pool_size`` connections are kept per process (``max_overflow`` more are opened under a
+    burst and closed once the pool is full again)."""
     if url.startswith("sqlite"):
         # File databases keep and reuse connections (opening one starts a thread and runs the
         # pragmas below: about a millisecond per request otherwise).
-        pooling: dict[str, Any] = {} if ":memory:" in url else {"pool_size": 8, "max_overflow": 24}
+        pooling: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
+        if ":memory:" in url:
+            pooling = {}
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, **pooling)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -111,7 +125,51 @@ def create_engine(url: str, echo: bool = False) -> AsyncEngine:
                     raise WriteInReadOnlyUnitOfWork(statement[:200])
 
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=max_overflow)
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _note_idle(_dbapi_conn: Any, record: Any) -> None:
+        record.info["craftreel_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        # pool_pre_ping would cost every request a round trip; only a connection that sat
+        # idle (through a database restart, a firewall's timeout) is likely to be dead.
+        idle_since = record.info.get("craftreel_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            dbapi_conn.ping()
+        except Exception as exc:  # the pool retries with a fresh connection
+            raise DisconnectionError(str(exc)) from exc
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _read_only(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        # A read-only unit of work reads in autocommit mode (no BEGIN/COMMIT round trips):
+        # a write there would commit on its own, so it is refused instead.
+        if _reading.get() and _WRITE.match(statement):
+            raise WriteInReadOnlyUnitOfWork(statement[:200])
+
+    return engine
+
+
+def _autocommit(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
+    """The engine a read-only unit of work reads through: on PostgreSQL, the same pool in
+    autocommit mode (made once per session factory); None elsewhere."""
+    reads = _AUTOCOMMIT.get(sessions)
+    if reads is None:
+        engine = sessions.kw.get("bind")
+        if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql":
+            reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            reads = False
+        _AUTOCOMMIT[sessions] = reads
+    return reads if isinstance(reads, AsyncEngine) else None
+
+
+_AUTOCOMMIT: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], AsyncEngine | bool] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -127,7 +185,10 @@ class UnitOfWork:
     ``read_only`` (a GET request's) promises not to write. On SQLite that lets it read without
     taking the write lock; a write it does anyway still works but may fail with "database is
     locked" if another transaction committed since it first read — so writes a read may
-    cause (a session's last-seen time) go to a unit of work of their own after it.
+    cause (a session's last-seen time) go to a unit of work of their own after it. On
+    PostgreSQL it reads in autocommit mode, which saves the BEGIN and COMMIT round trips and
+    changes nothing else (at READ COMMITTED each statement reads its own snapshot anyway); a
+    write there raises :class:`WriteInReadOnlyUnitOfWork`.
     """
 
     def __init__(
@@ -139,7 +200,8 @@ class UnitOfWork:
         self.session: AsyncSession
 
     async def __aenter__(self) -> Self:
-        self.session = self._sessions()
+        reads = _autocommit(self._sessions) if self.read_only else None
+        self.session = self._sessions() if reads is None else self._sessions(bind=reads)
         self._hooks = []
         self._reading = _reading.set(self.read_only)
         return self
