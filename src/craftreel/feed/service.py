@@ -36,9 +36,7 @@ _TAG = re.compile(r"\w{1,60}", re.UNICODE)
 
 
 def _published_key(item: FeedPost) -> TimeKey:
-    post = item.post
-    assert post.published_at is not None  # every post in a feed is published
-    return post.published_at, post.id
+    return item.published_at, item.id
 
 
 # --- Following ----------------------------------------------------------------------

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from sqlalchemy import and_, delete, literal, or_, select, union_all, update
@@ -26,6 +25,12 @@ from craftreel.posts.models import (
 )
 
 
+def _one_of(column: Any, values: Sequence[str]) -> Any:
+    """``column IN (values)`` for a fixed list, as ORs of equalities: an IN list is rendered
+    into the SQL anew on every execution (and is a new statement to prepare)."""
+    return or_(*(column == value for value in values))
+
+
 def visible_to(viewer_id: UUID | None, *, listed: bool) -> Any:
     """SQL: published posts ``viewer_id`` (None: anonymous) may see, for a query that joins
     ``User`` as the post's author.
@@ -38,7 +43,7 @@ def visible_to(viewer_id: UUID | None, *, listed: bool) -> Any:
     open_to_all = [Visibility.PUBLIC] if listed else [Visibility.PUBLIC, Visibility.UNLISTED]
     published = and_(Post.status == PostStatus.PUBLISHED, accounts.visible_people_clause(User))
     if viewer_id is None:
-        return and_(published, Post.visibility.in_(open_to_all), User.is_private.is_(False))
+        return and_(published, _one_of(Post.visibility, open_to_all), User.is_private.is_(False))
     follows = accounts.follows_clause(viewer_id, Post.author_id)
     return and_(
         published,
@@ -48,7 +53,8 @@ def visible_to(viewer_id: UUID | None, *, listed: bool) -> Any:
                 accounts.not_blocked_clause(viewer_id, Post.author_id),
                 or_(
                     and_(
-                        Post.visibility.in_(open_to_all), or_(User.is_private.is_(False), follows)
+                        _one_of(Post.visibility, open_to_all),
+                        or_(User.is_private.is_(False), follows),
                     ),
                     and_(Post.visibility == Visibility.FOLLOWERS, follows),
                 ),
@@ -57,18 +63,54 @@ def visible_to(viewer_id: UUID | None, *, listed: bool) -> Any:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class FeedPost:
-    """A post a feed query found, with whether the viewer liked and saved it."""
+class FeedPost(NamedTuple):
+    """A post as a feed query found it: what a page needs besides the post's card — its key
+    in the feed's order, its counts — and whether the viewer liked and saved it. A feed reads
+    these plain columns, not the whole row: the card (see ``posts.cards``) is usually kept,
+    and the rest is read (``posts_by_id``) only for the posts whose card is not."""
 
-    post: Post
+    id: UUID
+    author_id: UUID
+    updated_at: datetime
+    published_at: datetime
+    like_count: int
+    comment_count: int
+    save_count: int
+    share_count: int
+    view_count: int
     liked: bool
     saved: bool
 
+    @property
+    def counts(self) -> tuple[int, int, int, int, int]:
+        return (
+            self.like_count,
+            self.comment_count,
+            self.save_count,
+            self.share_count,
+            self.view_count,
+        )
+
+
+def feed_columns(post: Any = Post) -> list[Any]:
+    """The columns of :class:`FeedPost` before the viewer's flags, of ``post`` (the Post
+    entity, or an alias or subquery of it)."""
+    columns = post.c if hasattr(post, "c") else Post.__table__.c
+    return [columns[name] for name in FeedPost._fields[:-2]]
+
 
 def feed_posts(rows: Any) -> list[FeedPost]:
-    """``(Post, liked, saved)`` rows of a query using :func:`viewer_flags` as FeedPosts."""
-    return [FeedPost(post, bool(liked), bool(saved)) for post, liked, saved in rows]
+    """Rows of :func:`feed_columns` plus :func:`viewer_flags` as FeedPosts."""
+    return [FeedPost._make((*row[:-2], bool(row[-2]), bool(row[-1]))) for row in rows]
+
+
+async def posts_by_id(session: AsyncSession, post_ids: Iterable[UUID]) -> dict[UUID, Post]:
+    """Whole post rows by id (one query), for presenting what a feed found."""
+    wanted = list(post_ids)
+    if not wanted:
+        return {}
+    rows = await session.scalars(select(Post).where(Post.id.in_(wanted)))
+    return {post.id: post for post in rows}
 
 
 def viewer_flags(viewer_id: UUID | None, post_id: Any = Post.id) -> list[Any]:
@@ -110,7 +152,7 @@ def listed_to_followers(author_id: Any) -> Any:
     return and_(
         Post.author_id == author_id,
         Post.status == PostStatus.PUBLISHED,
-        Post.visibility.in_([Visibility.PUBLIC, Visibility.FOLLOWERS]),
+        _one_of(Post.visibility, [Visibility.PUBLIC, Visibility.FOLLOWERS]),
     )
 
 

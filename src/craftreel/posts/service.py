@@ -128,11 +128,10 @@ async def feed_models(
     ctx: AppContext, uow: UnitOfWork, viewer: User | None, items: Sequence[repo.FeedPost]
 ) -> list[schemas.PostOut]:
     """A feed's posts as models (for pages), the viewer's likes and saves as the feed read them."""
-    flags = (
-        {i.post.id for i in items if i.liked},
-        {i.post.id for i in items if i.saved},
-    )
-    return await to_out(ctx, uow, viewer, [i.post for i in items], flags)
+    flags = ({i.id for i in items if i.liked}, {i.id for i in items if i.saved})
+    posts = await repo.posts_by_id(uow.session, (i.id for i in items))
+    # A post deleted since the feed's query ran is left out.
+    return await to_out(ctx, uow, viewer, [posts[i.id] for i in items if i.id in posts], flags)
 
 
 async def feed_items(
@@ -141,39 +140,31 @@ async def feed_items(
     """A feed's posts as the API's items, rendered JSON: each post's card (reused from
     ``ctx.cards`` while valid, see :mod:`craftreel.posts.cards`) with its counts and the
     viewer's like and save as the feed's own query read them. No query at all when every
-    card is reused; :func:`to_out`'s, for the posts whose card has to be rendered."""
+    card is reused; one for the rows of the others, then :func:`to_out`'s."""
     session = uow.session
     cache = ctx.cards
     seen = cards.shown.seen(session.sync_session)
     rest: dict[UUID, bytes] = {}
-    missing: list[Post] = []
+    missing: list[UUID] = []
     for item in items:
-        post = item.post
-        body = cache.get(post.id, post.updated_at)
+        body = cache.get(item.id, item.updated_at)
         if body is None:
-            missing.append(post)
+            missing.append(item.id)
         else:
-            rest[post.id] = body
+            rest[item.id] = body
     if missing:
-        for post, out in zip(missing, await to_out(ctx, uow, None, missing), strict=True):
+        found = await repo.posts_by_id(session, missing)
+        posts = [found[i] for i in missing if i in found]  # one may have gone meanwhile
+        for post, out in zip(posts, await to_out(ctx, uow, None, posts), strict=True):
             body = cards.without_live_parts(
                 out.model_dump_json(exclude={"counts", "viewer"}).encode()
             )
             cache.put(post.id, post.updated_at, body, seen)
             rest[post.id] = body
     return [
-        cards.item(
-            rest[item.post.id],
-            (
-                item.post.like_count,
-                item.post.comment_count,
-                item.post.save_count,
-                item.post.share_count,
-                item.post.view_count,
-            ),
-            (item.liked, item.saved) if viewer is not None else None,
-        )
+        cards.item(rest[item.id], item.counts, (item.liked, item.saved) if viewer else None)
         for item in items
+        if item.id in rest
     ]
 
 
