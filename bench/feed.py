@@ -82,22 +82,70 @@ BARE_BODY = b'{"items":[],"next_cursor":null}'
 # --- the baseline: a bare ASGI app ------------------------------------------------------
 
 
+#: When set (a database URL), the bare app runs ``SELECT 1`` through the app's driver for every
+#: request before answering: what one database round trip costs without any framework.
+BARE_QUERY_ENV = "CRAFTREEL_BENCH_BARE_QUERY"
+_bare_query: Callable[[], Awaitable[object]] | None = None
+
+
+async def _driver_query(url: str) -> Callable[[], Awaitable[object]]:
+    """``SELECT 1`` on a pool of the driver's own connections (asyncpg, or aiosqlite)."""
+    parsed = make_url(url)
+    if parsed.drivername.startswith("postgresql"):
+        import asyncpg
+
+        pool = await asyncpg.create_pool(
+            host=parsed.host,
+            port=parsed.port or 5432,
+            user=parsed.username,
+            database=parsed.database,
+            min_size=16,
+            max_size=16,
+        )
+
+        async def pg_query() -> object:
+            return await pool.fetchval("SELECT 1")
+
+        return pg_query
+    import aiosqlite
+
+    idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+    for _ in range(8):
+        idle.put_nowait(await aiosqlite.connect(parsed.database or ""))
+
+    async def sqlite_query() -> object:
+        conn = await idle.get()
+        try:
+            async with conn.execute("SELECT 1") as cursor:
+                return await cursor.fetchone()
+        finally:
+            idle.put_nowait(conn)
+
+    return sqlite_query
+
+
 async def bare_app(
     scope: dict[str, Any],
     receive: Callable[[], Awaitable[dict[str, Any]]],
     send: Callable[[dict[str, Any]], Awaitable[None]],
 ) -> None:
-    """Every request gets 200 and the same JSON body; nothing else (no framework)."""
+    """Every request gets 200 and the same JSON body; nothing else (no framework) — but one
+    ``SELECT 1`` first when ``CRAFTREEL_BENCH_BARE_QUERY`` names a database."""
+    global _bare_query
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if os.environ.get(BARE_QUERY_ENV):
+                    _bare_query = await _driver_query(os.environ[BARE_QUERY_ENV])
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] != "http":
         return
+    if _bare_query is not None:
+        await _bare_query()
     await send(
         {
             "type": "http.response.start",
@@ -138,8 +186,9 @@ def _free_port() -> int:
 class BareServer:
     """``feed.py --serve-bare`` in its own process."""
 
-    def __init__(self, log: Path, workers: int) -> None:
+    def __init__(self, log: Path, workers: int, query_url: str | None = None) -> None:
         self.workers = workers
+        self.env = {**os.environ, BARE_QUERY_ENV: query_url or ""}
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -151,6 +200,7 @@ class BareServer:
                 [sys.executable, __file__, "--serve-bare", str(self.port), str(self.workers)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=self.env,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -735,6 +785,25 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[
             }
         finally:
             bare.stop()
+
+        # The floor of any handler that reads the database: the bare app plus one SELECT 1.
+        bare = BareServer(root / "bare-query.log", args.workers, url)
+        await asyncio.to_thread(bare.start)
+        try:
+            queried = [
+                get(bare.port, f"{FEEDS['following']}?limit={PAGE}", a.token) for a in accounts
+            ]
+
+            async def queried_requests() -> list[bytes]:
+                return queried
+
+            bench = _bench(args, bare.port, bare.pid, database)
+            c = args.connections[0]
+            result["bare_query"] = {
+                str(c): (await bench.run("bare ASGI + SELECT 1", queried_requests, c)).figures()
+            }
+        finally:
+            bare.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return result
@@ -779,7 +848,7 @@ def judge(runs: list[dict[str, Any]]) -> dict[str, Any]:
         run["ratios"] = ratios
     errors = 0
     for run in runs:
-        for group_ in (run["baseline"], run.get("app_healthz", {})):
+        for group_ in (run["baseline"], run.get("app_healthz", {}), run.get("bare_query", {})):
             errors += sum(sum(f["errors"].values()) for f in group_.values())
         for group in (run["feeds"], run["deep"]):
             for by_conns in group.values():
@@ -823,6 +892,9 @@ def figures_markdown(data: dict[str, Any]) -> str:
         rows: list[tuple[str, str, dict[str, Any], str]] = []
         for conns, figures in run["baseline"].items():
             rows.append(("bare ASGI JSON", conns, figures, "1"))
+        for conns, figures in run.get("bare_query", {}).items():
+            ratio = figures["rps"] / run["baseline"][conns]["rps"]
+            rows.append(("bare ASGI + one SELECT 1 (driver)", conns, figures, f"{ratio:.3f}"))
         for conns, figures in run.get("app_healthz", {}).items():
             ratio = figures["rps"] / run["baseline"][conns]["rps"]
             rows.append(("app GET /healthz, no database", conns, figures, f"{ratio:.3f}"))
@@ -866,6 +938,7 @@ def figures_markdown(data: dict[str, Any]) -> str:
         for f in [
             *run["baseline"].values(),
             *run.get("app_healthz", {}).values(),
+            *run.get("bare_query", {}).values(),
             *(f for by in run["feeds"].values() for f in by.values()),
             *(f for deep in run["deep"].values() for k, f in deep.items() if k.isdigit()),
         ]
@@ -950,6 +1023,14 @@ def summary_markdown(data: dict[str, Any]) -> str:
         ]
         label = f"the app's GET /healthz (no database), {' / '.join(conns)} connections"
         lines.append(f"| {label} | {' | '.join(cells)} | — |")
+    if all("bare_query" in runs[b] for b in order):
+        cells = []
+        for b in order:
+            f = runs[b]["bare_query"][conns[0]]
+            ratio = f["rps"] / runs[b]["baseline"][conns[0]]["rps"]
+            cells.append(f"{f['rps']:.0f} req/s ({ratio:.1%}), p99 {f['p99_ms']:.0f} ms")
+        label = f"bare ASGI + one `SELECT 1` through the driver, {conns[0]} connections"
+        lines.append(f"| {label} | {' | '.join(cells)} | the floor of a database read |")
     return "\n".join(lines)
 
 
