@@ -21,7 +21,16 @@ from sqlalchemy import func, select
 from craftreel.config import Settings
 from craftreel.context import AppContext
 from craftreel.media.models import MediaObject
-from craftreel.shop.models import Checkout, Listing, Order, OrderLine, Review, Shop, Variant
+from craftreel.shop.models import (
+    Checkout,
+    Listing,
+    Order,
+    OrderLine,
+    Review,
+    ShippingMethod,
+    Shop,
+    Variant,
+)
 from craftreel.shop.payments import LedgerEntry, Payment, TestProviderIntent
 from tests.accounts.test_pages import Browser
 from tests.conftest import Outbox, client_for
@@ -499,8 +508,14 @@ async def test_a_seller_opens_a_shop_lists_edits_and_publishes(
     )
     assert opened.headers["location"] == "/sell"
     async with ctx.sessions() as session:
-        shop = (await session.scalars(select(Shop))).one()
-    assert shop.shipping_rates == {"rates": {"GB": 350, "*": 1100}, "free_over": 6000}
+        assert (await session.scalars(select(Shop))).one().name == "Loom room"
+        standard = (await session.scalars(select(ShippingMethod))).one()
+    # The rates become the new shop's default shipping profile's one method.
+    assert (standard.name, standard.rates, standard.free_over) == (
+        "Standard",
+        {"GB": 350, "*": 1100},
+        6000,
+    )
 
     # a listing with a price that is not a price is refused whole
     form = {

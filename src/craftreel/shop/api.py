@@ -1,4 +1,4 @@
-"""Shop JSON API: shops, listings, the cart and checkout."""
+"""Shop JSON API: shops, shipping profiles, listings, the cart and checkout."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from craftreel.accounts.api import read_upload
 from craftreel.accounts.deps import ApiOptionalUser, ApiOrWebUser, ApiUser
 from craftreel.core.pagination import Page
 from craftreel.deps import Ctx, Uow
-from craftreel.shop import downloads, gallery, schemas, service
+from craftreel.shop import downloads, gallery, schemas, service, shipping
 from craftreel.shop.models import Category, ListingStatus
 
 router = APIRouter(prefix="/api/v1", tags=["shop"])
@@ -27,6 +27,51 @@ async def open_shop(body: schemas.ShopCreate, user: ApiUser, uow: Uow) -> schema
 async def get_shop(handle: str, uow: Uow) -> schemas.ShopProfile:
     """A shop with its policies and rating."""
     return await service.shop_profile(uow, handle)
+
+
+@router.get("/shops/mine/shipping-profiles")
+async def my_shipping_profiles(user: ApiUser, uow: Uow) -> list[schemas.ShippingProfileOut]:
+    """My shop's shipping profiles, the default first, each with its delivery methods."""
+    return await shipping.my_profiles(uow, user)
+
+
+@router.post("/shops/mine/shipping-profiles", status_code=201)
+async def create_shipping_profile(
+    body: schemas.ShippingProfileIn, user: ApiUser, uow: Uow
+) -> schemas.ShippingProfileOut:
+    """A new shipping profile: a name and its delivery methods, each with a price per
+    country (``"*"`` for everywhere else), an optional estimate in days and free-over amount."""
+    return await shipping.create_profile(uow, user, body)
+
+
+@router.get("/shops/mine/shipping-profiles/{profile_id}")
+async def get_shipping_profile(
+    profile_id: UUID, user: ApiUser, uow: Uow
+) -> schemas.ShippingProfileOut:
+    return await shipping.my_profile(uow, user, profile_id)
+
+
+@router.put("/shops/mine/shipping-profiles/{profile_id}")
+async def update_shipping_profile(
+    profile_id: UUID, body: schemas.ShippingProfileIn, user: ApiUser, uow: Uow
+) -> schemas.ShippingProfileOut:
+    """Rename a profile and set its methods: sent with their ``id`` they change, without one
+    they are added, left out they are removed. Placed orders keep what they were charged."""
+    return await shipping.update_profile(uow, user, profile_id, body)
+
+
+@router.post("/shops/mine/shipping-profiles/{profile_id}/default")
+async def make_default_shipping_profile(
+    profile_id: UUID, user: ApiUser, uow: Uow
+) -> schemas.ShippingProfileOut:
+    """Make this the profile new listings get unless told otherwise."""
+    return await shipping.make_default(uow, user, profile_id)
+
+
+@router.delete("/shops/mine/shipping-profiles/{profile_id}", status_code=204)
+async def delete_shipping_profile(profile_id: UUID, user: ApiUser, uow: Uow) -> None:
+    """Delete a profile no listing uses (never the default)."""
+    await shipping.delete_profile(uow, user, profile_id)
 
 
 @router.get("/shops/{handle}/listings")
@@ -154,10 +199,16 @@ async def set_quantity(
 
 @router.get("/cart/quote")
 async def quote(
-    user: ApiUser, ctx: Ctx, uow: Uow, country: str = Query(pattern=r"^[A-Z]{2}$")
+    user: ApiUser,
+    ctx: Ctx,
+    uow: Uow,
+    country: str = Query(pattern=r"^[A-Z]{2}$"),
+    method: list[UUID] = Query(default_factory=list, max_length=50),
 ) -> schemas.CheckoutQuote:
-    """What checking out the cart would cost, delivered to ``country`` (nothing is held)."""
-    return await service.quote(ctx, uow, user, country)
+    """What checking out the cart would cost, delivered to ``country`` (nothing is held):
+    each shop's parcels with the delivery methods that go there, cheapest first, priced.
+    ``method`` (repeatable) picks a method for its parcel; the others go the cheapest way."""
+    return await service.quote(ctx, uow, user, country, method)
 
 
 @router.post("/checkouts", status_code=201, response_model=schemas.CheckoutOut)
@@ -168,7 +219,9 @@ async def start_checkout(
     uow: Uow,
     idempotency_key: str | None = Header(default=None),
 ) -> JSONResponse:
-    """Check out the cart: one order per shop, stock held for a while. Needs Idempotency-Key."""
+    """Check out the cart: one order per shop, stock held for a while. Needs Idempotency-Key.
+    ``shipping_methods``: a delivery method id per parcel (see the quote); any parcel left
+    out goes the cheapest way. Prices are the server's, from the shop's shipping profiles."""
     status, payload = await service.start_checkout(ctx, uow, user, body, idempotency_key)
     return JSONResponse(payload, status_code=status)
 

@@ -10,8 +10,15 @@ from craftreel.accounts.models import User
 from craftreel.context import AppContext
 from craftreel.core.db import UnitOfWork
 from craftreel.core.mail import Mail
+from craftreel.shop import shipping
 from craftreel.shop.models import Checkout, Order, OrderLine, OrderStatus, Shop
 from craftreel.shop.prices import format_price
+
+
+def _by(order: Order) -> str:
+    """``, Express (1–2 days)``: how the buyer chose to have it sent, if it is sent."""
+    method = shipping.summary(order.shipping_choices or [])
+    return f", {method}" if method else ""
 
 
 def order_url(ctx: AppContext, order_id: UUID) -> str:
@@ -61,7 +68,7 @@ async def queue_receipt(ctx: AppContext, uow: UnitOfWork, checkout_id: UUID) -> 
             amount = price(line.unit_price * line.quantity)
             parts.append(f"  {line.quantity} × {line.title}: {amount}")
         parts += [
-            f"  Shipping: {price(order.shipping_total)}",
+            f"  Shipping{_by(order)}: {price(order.shipping_total)}",
             f"  Tax: {price(order.tax_total)}",
             f"  Total: {price(order.total)}",
         ]

@@ -1,5 +1,6 @@
-"""Shop tables: shops, listings and their variants (price, stock), carts, checkouts with
-stock reservations, orders, and idempotency keys. Money is integer minor units + currency."""
+"""Shop tables: shops, their shipping profiles, listings and their variants (price, stock),
+carts, checkouts with stock reservations, orders, and idempotency keys. Money is integer minor
+units + currency."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text, Uuid
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from craftreel.core.clock import utcnow
@@ -71,9 +82,51 @@ class Shop(Base):
     origin_country: Mapped[str] = mapped_column(String(2))
     shipping_policy: Mapped[str] = mapped_column(Text, default="")
     returns_policy: Mapped[str] = mapped_column(Text, default="")
-    # {"rates": {"GB": 395, "*": 1200}, "free_over": 5000} in the shop's currency
-    shipping_rates: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ShippingProfile(Base):
+    """A named way a shop sends one kind of thing ("Small parcel", "Furniture"): its delivery
+    methods. Each physical listing points at one; each shop has exactly one default."""
+
+    __tablename__ = "shipping_profiles"
+    __table_args__ = (
+        UniqueConstraint("shop_id", "name"),
+        Index(
+            "uq_shipping_profiles_default",
+            "shop_id",
+            unique=True,
+            sqlite_where=text("is_default"),
+            postgresql_where=text("is_default"),
+        ),
+    )
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    shop_id: Mapped[UUID] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(80))
+    is_default: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ShippingMethod(Base):
+    """One delivery method of a profile ("Standard", 3-5 days): a price per destination
+    country (``"*"`` for everywhere else; a country not listed, with no ``"*"``, is not
+    served) and, optionally, free over an amount of items. Shop currency, minor units."""
+
+    __tablename__ = "shipping_methods"
+    __table_args__ = (CheckConstraint("free_over IS NULL OR free_over >= 0", name="free_over"),)
+
+    id: Mapped[UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    profile_id: Mapped[UUID] = mapped_column(
+        ForeignKey("shipping_profiles.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(60))
+    min_days: Mapped[int | None]
+    max_days: Mapped[int | None]
+    #: {"GB": 395, "*": 1200}
+    rates: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    free_over: Mapped[int | None]
+    position: Mapped[int] = mapped_column(default=0)
 
 
 class Listing(Base):
@@ -93,6 +146,13 @@ class Listing(Base):
     # A digital listing's file: a private storage key, served only by a signed link to buyers.
     digital_file_key: Mapped[str | None] = mapped_column(String(200))
     digital_file_name: Mapped[str | None] = mapped_column(String(200))
+    # How it travels (None for a digital listing, which has nothing to send). No foreign key:
+    # SQLite could not drop the column again (see migration 0012); ``shop.shipping`` keeps
+    # it pointing at one of the shop's own profiles. Loaded only by the queries that need it
+    # (``repository.WITH_SHIPPING``), so other features' reads of listings never depend on it.
+    shipping_profile_id: Mapped[UUID | None] = mapped_column(
+        Uuid, index=True, deferred=True, deferred_raiseload=True
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -212,6 +272,11 @@ class Order(Base):
     shipping_total: Mapped[int]
     tax_total: Mapped[int]
     total: Mapped[int]
+    #: How it is sent, as chosen at checkout (copied, so later edits to the shop's profiles
+    #: change nothing): one entry per shipping profile of its lines, see ``shop.shipping``.
+    shipping_choices: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -29,7 +29,7 @@ from craftreel.core.errors import Conflict, NotFound
 from craftreel.core.mail import Mail
 from craftreel.core.pagination import decode_time_cursor, page_of
 from craftreel.media.models import MediaObject
-from craftreel.shop import live, photos
+from craftreel.shop import live, photos, shipping
 from craftreel.shop import repository as repo
 from craftreel.shop.downloads import UNLOCKED
 from craftreel.shop.models import (
@@ -46,6 +46,7 @@ from craftreel.shop.models import (
     Variant,
 )
 from craftreel.shop.payments import LedgerEntry, Payment, Refund, RefundStatus
+from craftreel.shop.schemas import ShippingChoice
 
 
 class OrderNotFound(NotFound):
@@ -121,6 +122,8 @@ class OrderSummary(BaseModel):
     carrier: str | None
     tracking_number: str | None
     created_at: datetime
+    #: How the buyer chose to have it sent: "Express (1–2 days)" (None: nothing to send).
+    shipping_method: str | None = None
 
 
 class ReviewOut(BaseModel):
@@ -176,6 +179,8 @@ class OrderDetail(BaseModel):
     carrier: str | None
     tracking_number: str | None
     shipping_address: dict[str, Any]
+    #: How it travels, as the buyer chose at checkout (one per shipping profile).
+    shipping: list[ShippingChoice]
     lines: list[OrderLineView]
     #: Who is looking: the order's buyer or the shop's owner.
     viewer: Literal["buyer", "seller"]
@@ -268,6 +273,7 @@ async def ship(
     order = await uow.session.get(Order, order_id)
     assert order is not None
     buyer = await uow.session.get(User, order.buyer_id)
+    method = shipping.summary(order.shipping_choices or [])
     if buyer is not None:
         ctx.outbox.queue(
             uow,
@@ -276,7 +282,8 @@ async def ship(
                 subject=f"Your order from {shop.name} is on its way",
                 text=(
                     f"Hi {buyer.display_name},\n\n{shop.name} has sent your order.\n"
-                    f"Carrier: {body.carrier}\nTracking number: {body.tracking_number}\n"
+                    + (f"Delivery: {method}\n" if method else "")
+                    + f"Carrier: {body.carrier}\nTracking number: {body.tracking_number}\n"
                 ),
             ),
         )
@@ -323,6 +330,7 @@ async def _summary(uow: UnitOfWork, order: Order, shop: Shop) -> OrderSummary:
         carrier=shipment.carrier if shipment else None,
         tracking_number=shipment.tracking_number if shipment else None,
         created_at=order.created_at,
+        shipping_method=shipping.summary(order.shipping_choices or []),
     )
 
 
@@ -356,6 +364,7 @@ async def _page(
             carrier=sh.carrier if sh else None,
             tracking_number=sh.tracking_number if sh else None,
             created_at=o.created_at,
+            shipping_method=shipping.summary(o.shipping_choices or []),
         )
         for o, s, sh in items
     ], next_cursor
@@ -641,6 +650,7 @@ async def order_detail(ctx: AppContext, uow: UnitOfWork, user: User, order_id: U
         carrier=shipment.carrier if shipment else None,
         tracking_number=shipment.tracking_number if shipment else None,
         shipping_address=dict(checkout.shipping_address or {}),
+        shipping=[ShippingChoice(**choice) for choice in order.shipping_choices or []],
         lines=[
             OrderLineView(
                 id=line.id,

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import undefer
 
 from craftreel.core.db import like_pattern
 from craftreel.media.models import MediaObject
@@ -25,6 +26,9 @@ from craftreel.shop.models import (
     Shop,
     Variant,
 )
+
+#: Loads a listing's shipping profile id with it (a deferred column, see ``Listing``).
+WITH_SHIPPING = undefer(Listing.shipping_profile_id)
 
 
 async def shop_of_owner(session: AsyncSession, owner_id: UUID) -> Shop | None:
@@ -48,6 +52,7 @@ async def listing_with_shop(session: AsyncSession, listing_id: UUID) -> tuple[Li
             select(Listing, Shop)
             .join(Shop, Shop.id == Listing.shop_id)
             .where(Listing.id == listing_id)
+            .options(WITH_SHIPPING)
         )
     ).first()
     return None if row is None else (row[0], row[1])
@@ -64,6 +69,7 @@ async def locked_listing_with_shop(
             .join(Shop, Shop.id == Listing.shop_id)
             .where(Listing.id == listing_id)
             .with_for_update(of=Listing)
+            .options(WITH_SHIPPING)
             .execution_options(populate_existing=True)
         )
     ).first()
@@ -138,6 +144,7 @@ async def browse(
         select(Listing, Shop)
         .join(Shop, Shop.id == Listing.shop_id)
         .where(Listing.status.in_([ListingStatus.ACTIVE, ListingStatus.SOLD_OUT]))
+        .options(WITH_SHIPPING)
     )
     if category:
         query = query.where(Listing.category == category)
@@ -162,7 +169,11 @@ async def listings_of_shop(
     limit: int,
 ) -> Sequence[Listing]:
     """One shop's listings in these states, newest first (keyset)."""
-    query = select(Listing).where(Listing.shop_id == shop_id, Listing.status.in_(statuses))
+    query = (
+        select(Listing)
+        .where(Listing.shop_id == shop_id, Listing.status.in_(statuses))
+        .options(WITH_SHIPPING)
+    )
     if after is not None:
         query = query.where(
             or_(
@@ -212,6 +223,7 @@ async def cart_rows(
         .join(Shop, Shop.id == Listing.shop_id)
         .where(CartLine.buyer_id == buyer_id)
         .order_by(CartLine.added_at, CartLine.variant_id)
+        .options(WITH_SHIPPING)
     )
     return [(r[0], r[1], r[2], r[3]) for r in rows.all()]
 

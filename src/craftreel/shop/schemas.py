@@ -6,13 +6,16 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from craftreel.shop.models import Category, ListingKind
 
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 Minor = Annotated[int, Field(ge=0, le=100_000_000)]
+#: A destination a shipping rate applies to: a country, or "*" for everywhere else.
+Region = Annotated[str, StringConstraints(pattern=r"^([A-Z]{2}|\*)$")]
+Days = Annotated[int, Field(ge=0, le=365)]
 #: How many photos a listing may have.
 MAX_PHOTOS = 8
 
@@ -26,7 +29,9 @@ class ShopCreate(BaseModel):
     origin_country: Country = "GB"
     shipping_policy: str = Field(default="", max_length=4000)
     returns_policy: str = Field(default="", max_length=4000)
-    shipping_rates: dict[str, Minor] = Field(default_factory=dict, max_length=60)
+    #: The default shipping profile's one method ("Standard"): a price per country, "*" for
+    #: everywhere else; none at all means shipping is included everywhere.
+    shipping_rates: dict[Region, Minor] = Field(default_factory=dict, max_length=60)
     free_shipping_over: Minor | None = None
 
 
@@ -47,6 +52,64 @@ class ShopProfile(ShopOut):
     review_count: int
 
 
+class ShippingMethodIn(BaseModel):
+    """A delivery method: with an ``id`` (in a profile edit) it changes that method, without
+    one it is added. Rates are per country ("*": everywhere else), in the shop's currency."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: UUID | None = None
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+    min_days: Days | None = None
+    max_days: Days | None = None
+    rates: dict[Region, Minor] = Field(min_length=1, max_length=60)
+    free_over: Minor | None = None
+
+    @model_validator(mode="after")
+    def _days_in_order(self) -> ShippingMethodIn:
+        if None not in (self.min_days, self.max_days) and self.min_days > self.max_days:  # type: ignore[operator]
+            raise ValueError("min_days is more than max_days")
+        return self
+
+
+class ShippingProfileIn(BaseModel):
+    """A shipping profile as a seller writes it: a name and its methods, in order (methods
+    left out of an edit are removed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+    methods: list[ShippingMethodIn] = Field(min_length=1, max_length=10)
+
+    @model_validator(mode="after")
+    def _names_differ(self) -> ShippingProfileIn:
+        names = [method.name.casefold() for method in self.methods]
+        if len(set(names)) != len(names):
+            raise ValueError("two methods have the same name")
+        return self
+
+
+class ShippingMethodOut(BaseModel):
+    id: UUID
+    name: str
+    min_days: int | None
+    max_days: int | None
+    #: "3–5 days", or None when the seller gave no estimate.
+    estimate: str | None
+    rates: dict[str, int]
+    free_over: int | None
+
+
+class ShippingProfileOut(BaseModel):
+    id: UUID
+    name: str
+    is_default: bool
+    currency: str
+    methods: list[ShippingMethodOut]
+    #: How many of the shop's listings use it.
+    listings: int
+
+
 class VariantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +128,8 @@ class ListingCreate(BaseModel):
     category: Category
     kind: ListingKind = ListingKind.PHYSICAL
     lead_time_days: Annotated[int, Field(ge=1, le=365)] | None = None
+    #: One of the shop's shipping profiles (None: the shop's default); downloads have none.
+    shipping_profile_id: UUID | None = None
     variants: list[VariantIn] = Field(min_length=1, max_length=50)
 
 
@@ -92,6 +157,8 @@ class ListingUpdate(BaseModel):
     description: str = Field(default="", max_length=10_000)
     category: Category
     lead_time_days: Annotated[int, Field(ge=1, le=365)] | None = None
+    #: Another of the shop's shipping profiles (None: keep the one it has).
+    shipping_profile_id: UUID | None = None
     variants: list[VariantEdit] = Field(min_length=1, max_length=50)
 
 
@@ -125,6 +192,8 @@ class ListingOut(BaseModel):
     kind: str
     lead_time_days: int | None
     status: str
+    #: How it travels (None for a download).
+    shipping_profile_id: UUID | None = None
     variants: list[VariantOut]
     #: In the seller's order; the first is the listing's picture everywhere.
     photos: list[ListingPhoto] = Field(default_factory=list)
@@ -182,6 +251,28 @@ class Address(BaseModel):
     country: Country
 
 
+class DeliveryOption(BaseModel):
+    """A delivery method that serves the destination, priced for this parcel."""
+
+    method_id: UUID
+    name: str
+    estimate: str | None
+    amount: int
+    #: Free once the shop's items come to this much (None: never free).
+    free_over: int | None
+    chosen: bool
+
+
+class DeliveryGroup(BaseModel):
+    """What of one shop's order travels under one shipping profile, and how it may go
+    (cheapest first). No options: the profile does not serve the country."""
+
+    profile_id: UUID
+    profile_name: str
+    titles: list[str]
+    options: list[DeliveryOption]
+
+
 class QuoteShop(BaseModel):
     """One shop's part of a checkout before it is placed: what it would cost, delivered."""
 
@@ -191,11 +282,12 @@ class QuoteShop(BaseModel):
     shipping_total: int
     tax_total: int
     total: int
-    #: False when the shop has no shipping rate for the country (the checkout would fail).
+    #: False when some of it cannot be sent to the country (the checkout would fail).
     ships_to_country: bool
     #: Only digital downloads: nothing to deliver, no shipping.
     digital_only: bool
-    free_shipping_over: int | None
+    #: One per shipping profile among its lines; the chosen option of each is charged.
+    delivery: list[DeliveryGroup] = Field(default_factory=list)
 
 
 class CheckoutQuote(BaseModel):
@@ -213,9 +305,14 @@ class CheckoutQuote(BaseModel):
 
 
 class CheckoutCreate(BaseModel):
+    """Where to send it and, optionally, how: delivery method ids, at most one per shipping
+    profile in the cart (any profile left out goes the cheapest way). Prices are never sent:
+    the server works them out."""
+
     model_config = ConfigDict(extra="forbid")
 
     shipping_address: Address
+    shipping_methods: list[UUID] = Field(default_factory=list, max_length=50)
 
 
 class OrderLineOut(BaseModel):
@@ -223,6 +320,18 @@ class OrderLineOut(BaseModel):
     title: str
     unit_price: int
     quantity: int
+
+
+class ShippingChoice(BaseModel):
+    """How (part of) an order travels, as chosen at checkout and kept with the order."""
+
+    profile: str
+    method: str
+    method_id: UUID | None = None
+    min_days: int | None = None
+    max_days: int | None = None
+    estimate: str | None = None
+    amount: int
 
 
 class OrderOut(BaseModel):
@@ -234,6 +343,7 @@ class OrderOut(BaseModel):
     shipping_total: int
     tax_total: int
     total: int
+    shipping: list[ShippingChoice] = Field(default_factory=list)
     lines: list[OrderLineOut]
     created_at: datetime
 

@@ -22,7 +22,7 @@ from craftreel.media.models import MediaObject
 from craftreel.media.service import media_url
 from craftreel.shop import photos as shop_photos
 from craftreel.shop import repository as repo
-from craftreel.shop import schemas
+from craftreel.shop import schemas, shipping
 from craftreel.shop.models import (
     CartLine,
     Checkout,
@@ -95,13 +95,6 @@ class MixedCurrencies(Conflict):
     message = "Your cart has shops with different currencies; check them out one at a time."
 
 
-class NoShippingToCountry(Conflict):
-    """A shop in the cart does not ship to the address's country."""
-
-    code = "no_shipping_to_country"
-    message = "A shop in your cart does not ship to that country."
-
-
 class ShopNotFound(NotFound):
     """No shop has that handle."""
 
@@ -143,9 +136,6 @@ async def open_shop(uow: UnitOfWork, owner: User, body: schemas.ShopCreate) -> S
         raise ShopExists()
     if await repo.shop_by_handle(uow.session, body.handle) is not None:
         raise ShopHandleTaken(field="handle")
-    rates: dict[str, object] = {"rates": dict(body.shipping_rates)}
-    if body.free_shipping_over is not None:
-        rates["free_over"] = body.free_shipping_over
     shop = Shop(
         id=uuid7(),
         owner_id=owner.id,
@@ -155,13 +145,15 @@ async def open_shop(uow: UnitOfWork, owner: User, body: schemas.ShopCreate) -> S
         origin_country=body.origin_country,
         shipping_policy=body.shipping_policy,
         returns_policy=body.returns_policy,
-        shipping_rates=rates,
     )
     uow.session.add(shop)
     try:
         await uow.session.flush()
     except IntegrityError as exc:
         raise ShopHandleTaken(field="handle") from exc
+    await shipping.add_flat_profile(
+        uow.session, shop, dict(body.shipping_rates), body.free_shipping_over
+    )
     return shop
 
 
@@ -279,6 +271,7 @@ def listing_out(
         kind=listing.kind,
         lead_time_days=listing.lead_time_days,
         status=listing.status,
+        shipping_profile_id=listing.shipping_profile_id,
         variants=[
             schemas.VariantOut(
                 id=v.id,
@@ -321,6 +314,9 @@ async def create_listing(
         kind=body.kind,
         lead_time_days=_lead_time(body.kind, body.lead_time_days),
         status=ListingStatus.DRAFT,
+        shipping_profile_id=await shipping.profile_for_listing(
+            uow.session, shop, body.kind, body.shipping_profile_id
+        ),
     )
     uow.session.add(listing)
     variants = [
@@ -362,6 +358,10 @@ async def update_listing(
     listing.description = body.description
     listing.category = body.category
     listing.lead_time_days = _lead_time(listing.kind, body.lead_time_days)
+    if body.shipping_profile_id is not None:
+        listing.shipping_profile_id = await shipping.profile_for_listing(
+            uow.session, shop, listing.kind, body.shipping_profile_id
+        )
     known = {variant.id: variant for variant in current}
     added: list[Variant] = []
     for position, edit in enumerate(body.variants):
@@ -555,21 +555,6 @@ async def cart_count(uow: UnitOfWork, buyer_id: UUID) -> int:
 # --- checkout ---------------------------------------------------------------------------
 
 
-def shipping_for(shop: Shop, country: str, items_total: int) -> int:
-    rates = shop.shipping_rates or {}
-    free_over = rates.get("free_over")
-    if isinstance(free_over, int) and items_total >= free_over:
-        return 0
-    table = rates.get("rates") or {}
-    if country in table:
-        return int(table[country])
-    if "*" in table:
-        return int(table["*"])
-    if not table:
-        return 0  # the shop has not set shipping rates: shipping is included
-    raise NoShippingToCountry(shop=shop.handle, country=country)
-
-
 def tax_rate(ctx: AppContext, country: str) -> int:
     rates = parse_rates(ctx.settings.tax_rates)
     return rates.get(country, rates.get("*", 0))
@@ -578,15 +563,17 @@ def tax_rate(ctx: AppContext, country: str) -> int:
 CartRow = tuple[CartLine, Variant, Listing, Shop]
 
 
-def _shop_totals(shop_rows: list[CartRow], country: str, rate: int) -> tuple[int, int, int]:
-    """One shop's items, shipping and tax for a destination. Downloads travel for free."""
-    shop = shop_rows[0][3]
+def _title(listing: Listing, variant: Variant) -> str:
+    return f"{listing.title} — {variant.name}"
+
+
+def _shop_parcels(
+    shop_rows: list[CartRow], profiles: shipping.Profiles, country: str, chosen: set[UUID]
+) -> tuple[int, list[shipping.Parcel]]:
+    """One shop's items total and its parcels for a destination (see ``shop.shipping``)."""
     items = sum(variant.price_minor * line.quantity for line, variant, _, _ in shop_rows)
-    if all(listing.kind == ListingKind.DIGITAL for _, _, listing, _ in shop_rows):
-        shipping = 0
-    else:
-        shipping = shipping_for(shop, country, items)
-    return items, shipping, apply_rate(items + shipping, rate)
+    lines = [(listing, _title(listing, variant)) for _, variant, listing, _ in shop_rows]
+    return items, shipping.parcels(lines, profiles, country, items, chosen)
 
 
 def _by_shop(rows: list[CartRow]) -> dict[UUID, list[CartRow]]:
@@ -597,9 +584,15 @@ def _by_shop(rows: list[CartRow]) -> dict[UUID, list[CartRow]]:
 
 
 async def quote(
-    ctx: AppContext, uow: UnitOfWork, buyer: User, country: str
+    ctx: AppContext,
+    uow: UnitOfWork,
+    buyer: User,
+    country: str,
+    chosen: Sequence[UUID] = (),
 ) -> schemas.CheckoutQuote:
-    """Price the cart for a destination as checkout would, holding nothing."""
+    """Price the cart for a destination as checkout would, holding nothing. ``chosen``:
+    delivery method ids; a parcel whose chosen method does not serve the country (or was
+    not chosen) goes the cheapest way."""
     rows = list(await repo.cart_rows(uow.session, buyer.id))
     problems: list[str] = []
     if not rows:
@@ -613,28 +606,27 @@ async def quote(
         elif variant.stock is not None and variant.stock < line.quantity:
             problems.append(f"Only {variant.stock} of {listing.title} — {variant.name} left.")
     rate = tax_rate(ctx, country)
+    profiles = await shipping.profiles_for(uow.session, [row[2] for row in rows])
     shops: list[schemas.QuoteShop] = []
     for shop_rows in _by_shop(rows).values():
         shop = shop_rows[0][3]
-        try:
-            items, shipping, tax = _shop_totals(shop_rows, country, rate)
-            ships = True
-        except NoShippingToCountry:
-            items = sum(v.price_minor * line.quantity for line, v, _, _ in shop_rows)
-            shipping, tax, ships = 0, 0, False
+        items, parcels = _shop_parcels(shop_rows, profiles, country, set(chosen))
+        ships = all(parcel.chosen is not None for parcel in parcels)
+        shipping_total = shipping.shipping_total(parcels) if ships else 0
+        tax = apply_rate(items + shipping_total, rate) if ships else 0
+        if not ships:
             problems.append(f"{shop.name} does not ship to {country}.")
-        free_over = (shop.shipping_rates or {}).get("free_over")
         shops.append(
             schemas.QuoteShop(
                 shop_handle=shop.handle,
                 shop_name=shop.name,
                 items_total=items,
-                shipping_total=shipping,
+                shipping_total=shipping_total,
                 tax_total=tax,
-                total=items + shipping + tax,
+                total=items + shipping_total + tax,
                 ships_to_country=ships,
-                digital_only=all(r[2].kind == ListingKind.DIGITAL for r in shop_rows),
-                free_shipping_over=free_over if isinstance(free_over, int) else None,
+                digital_only=not parcels,
+                delivery=shipping.delivery_groups(parcels),
             )
         )
     return schemas.CheckoutQuote(
@@ -701,9 +693,20 @@ async def _checkout(
         if listing.status != ListingStatus.ACTIVE:
             raise NotForSale(variant_id=str(variant.id))
     rate = tax_rate(ctx, country)
-    for shop_rows in _by_shop(list(rows)).values():
-        shop = shop_rows[0][3]
-        items, shipping, tax = _shop_totals(shop_rows, country, rate)
+    # Prices come from the shop's profiles as they are now, never from the request: the
+    # request only names which methods.
+    chosen = list(body.shipping_methods)
+    profiles = await shipping.profiles_for(uow.session, [row[2] for row in rows])
+    priced = [
+        (shop_rows[0][3], *_shop_parcels(shop_rows, profiles, country, set(chosen)), shop_rows)
+        for shop_rows in _by_shop(list(rows)).values()
+    ]
+    every_parcel = [parcel for _, _, parcels, _ in priced for parcel in parcels]
+    shipping.check_choices(every_parcel, chosen, country)
+    for shop, items, parcels, shop_rows in priced:
+        shipping.require_served(parcels, country, shop.handle)
+        shipping_total = shipping.shipping_total(parcels)
+        tax = apply_rate(items + shipping_total, rate)
         order = Order(
             id=uuid7(),
             checkout_id=checkout.id,
@@ -711,9 +714,12 @@ async def _checkout(
             buyer_id=buyer.id,
             currency=currency,
             items_total=items,
-            shipping_total=shipping,
+            shipping_total=shipping_total,
             tax_total=tax,
-            total=items + shipping + tax,
+            total=items + shipping_total + tax,
+            shipping_choices=[
+                choice.model_dump(mode="json") for choice in shipping.choices(parcels)
+            ],
         )
         uow.session.add(order)
         await uow.session.flush()
@@ -722,13 +728,13 @@ async def _checkout(
                 OrderLine(
                     order_id=order.id,
                     variant_id=variant.id,
-                    title=f"{listing.title} — {variant.name}",
+                    title=_title(listing, variant),
                     unit_price=variant.price_minor,
                     quantity=line.quantity,
                 )
             )
         checkout.items_total += items
-        checkout.shipping_total += shipping
+        checkout.shipping_total += shipping_total
         checkout.tax_total += tax
         checkout.total += order.total
     await repo.clear_cart(uow.session, buyer.id)
@@ -772,6 +778,7 @@ async def checkout_out(uow: UnitOfWork, checkout: Checkout) -> schemas.CheckoutO
                 shipping_total=order.shipping_total,
                 tax_total=order.tax_total,
                 total=order.total,
+                shipping=[schemas.ShippingChoice(**c) for c in order.shipping_choices or []],
                 lines=[
                     schemas.OrderLineOut(
                         variant_id=line.variant_id,
