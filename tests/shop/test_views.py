@@ -249,13 +249,13 @@ async def test_checkout_with_the_success_card_pays_once_however_often_it_is_sent
     page = await buyer.get("/checkout")
     seen = text_of(page)
     # totals per shop for the default country: 2 × £12.50, £3.95 delivery, 20 % tax
-    assert "Standard tracked delivery · £3.95" in seen
+    assert "Delivery Standard Free over £50.00 £3.95" in seen
     assert "Tax £5.79" in seen and "Total £34.74" in seen and "Pay £34.74" in seen
     assert "4242 4242 4242 4242 Pays successfully" in seen
     assert "4000 0000 0000 3220 Asks you to confirm the payment first" in seen
     # another country is another price (htmx swaps the totals in)
     abroad = await buyer.get("/checkout?country=US", headers=HTMX)
-    assert "Standard tracked delivery · £12.00" in text_of(abroad)
+    assert "Delivery Standard Free over £50.00 £12.00" in text_of(abroad)
 
     # when the form is sent twice (a double tap, a reload)
     form = await checkout_form(buyer)

@@ -23,7 +23,7 @@ from functools import partial
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 
@@ -49,7 +49,7 @@ from craftreel.core.errors import Conflict, DomainError, InvalidInput
 from craftreel.core.web import verify_csrf
 from craftreel.deps import Ctx, Uow
 from craftreel.media.models import MediaObject
-from craftreel.shop import downloads, gallery, orders, payments, schemas, service
+from craftreel.shop import downloads, gallery, orders, payments, schemas, service, shipping
 from craftreel.shop import photos as shop_photos
 from craftreel.shop.models import Category, ListingKind, ListingStatus, OrderStatus
 from craftreel.shop.prices import format_price, parse_price, plain_amount
@@ -154,6 +154,7 @@ FIELD_PROBLEMS = {
     "stock": "Enter how many you have, 0 or more.",
     "quantity": "Choose a quantity from 1 to 99.",
     "variant_id": "Choose an option.",
+    "shipping_profile_id": "Choose how it is sent.",
     "handle": "Use 3 to 40 letters, numbers, dots, dashes or underscores, starting with a "
     "letter or number.",
     "currency": "Choose a currency.",
@@ -195,7 +196,20 @@ def _helpers() -> dict[str, Any]:
         "short_id": lambda value: str(value).replace("-", "")[-8:].upper(),
         "day": lambda moment: moment.strftime("%-d %b %Y") if moment else "",
         "stamp": lambda moment: moment.strftime("%-d %b %Y, %H:%M UTC") if moment else "",
+        "rate_list": rate_list,
     }
+
+
+def rate_list(rates: dict[str, int], currency: str) -> str:
+    """``United Kingdom £3.95, everywhere else £12.00`` (countries first, by code)."""
+    ordered = sorted(rates.items(), key=lambda item: (item[0] == "*", item[0]))
+    parts = [
+        f"{'everywhere else' if region == '*' else COUNTRIES.get(region, region)} "
+        f"{'free' if amount == 0 else format_price(amount, currency)}"
+        for region, amount in ordered
+    ]
+    text = ", ".join(parts)
+    return text[:1].upper() + text[1:]
 
 
 def shop_page(
@@ -417,8 +431,17 @@ async def set_quantity(
 # --- checkout and paying ----------------------------------------------------------------
 
 
+def _method_ids(values: list[str] | None) -> list[UUID]:
+    """The delivery methods a form chose (one per parcel); what is not an id is no choice."""
+    return _ids(values)[:50]
+
+
 async def _checkout_context(
-    ctx: AppContext, uow: UnitOfWork, user: User, values: dict[str, str]
+    ctx: AppContext,
+    uow: UnitOfWork,
+    user: User,
+    values: dict[str, str],
+    methods: Sequence[UUID] = (),
 ) -> dict[str, Any]:
     country = values.get("country") or "GB"
     if country not in COUNTRIES:
@@ -429,7 +452,7 @@ async def _checkout_context(
         "errors": {},
         "cart": current,
         "groups": _grouped(current.lines),
-        "quote": await service.quote(ctx, uow, user, country),
+        "quote": await service.quote(ctx, uow, user, country, methods),
         "idempotency_key": new_key(),
         "test_cards": TEST_CARDS,
     }
@@ -437,22 +460,34 @@ async def _checkout_context(
 
 @router.get("/checkout")
 async def checkout(
-    request: Request, identity: WebIdentity, ctx: Ctx, uow: Uow, country: str = ""
+    request: Request,
+    identity: WebIdentity,
+    ctx: Ctx,
+    uow: Uow,
+    country: str = "",
+    shipping_method: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
-    """Where to send it and how to pay: totals per shop (items, shipping, tax) for the
-    chosen country, the test card, and a fresh Idempotency-Key for this form."""
-    context = await _checkout_context(ctx, uow, identity.user, {"country": country})
+    """Where to send it, how, and how to pay: per shop, the delivery methods that go to the
+    chosen country (the cheapest picked unless ``shipping_method`` says otherwise) and the
+    totals (items, shipping, tax), the test card, and a fresh Idempotency-Key for this form."""
+    methods = _method_ids(shipping_method)
+    context = await _checkout_context(ctx, uow, identity.user, {"country": country}, methods)
     if not context["cart"].lines:
         return redirect(request, "/cart", ("Your cart is empty.", "info"))
     return shop_page(request, "shop/checkout.html", context)
 
 
 async def _checkout_again(
-    request: Request, ctx: AppContext, user: User, values: dict[str, str], exc: DomainError
+    request: Request,
+    ctx: AppContext,
+    user: User,
+    values: dict[str, str],
+    methods: Sequence[UUID],
+    exc: DomainError,
 ) -> Response:
     """The checkout form again with what went wrong (in a transaction of its own)."""
     async with ctx.uow() as uow:
-        context = await _checkout_context(ctx, uow, user, values)
+        context = await _checkout_context(ctx, uow, user, values, methods)
     return shop_page(
         request, "shop/checkout.html", {**context, "errors": field_errors(exc)}, exc.status_code
     )
@@ -482,10 +517,12 @@ async def place_order(
     city: Text = "",
     postcode: Text = "",
     country: Text = "",
+    shipping_method: TextList = None,
     card_number: Text = "",
     idempotency_key: Text = "",
 ) -> Response:
-    """Place the order (one per shop, stock held) and pay it with the test card.
+    """Place the order (one per shop, stock held, sent by the delivery methods chosen) and
+    pay it with the test card.
 
     The form carries a key made when it was rendered: the checkout is made with it and the
     payment with it plus the card, so a repeated submit finds the same checkout and the same
@@ -499,6 +536,7 @@ async def place_order(
         "postcode": postcode,
         "country": country,
     }
+    methods = _method_ids(shipping_method)
     try:
         address = parse(
             schemas.Address,
@@ -512,12 +550,11 @@ async def place_order(
         )
         digits = _card(card_number)
         key = _form_key(idempotency_key)
+        body = schemas.CheckoutCreate(shipping_address=address, shipping_methods=methods)
         async with ctx.uow() as uow:
-            _, placed = await service.start_checkout(
-                ctx, uow, user, schemas.CheckoutCreate(shipping_address=address), key
-            )
+            _, placed = await service.start_checkout(ctx, uow, user, body, key)
     except DomainError as exc:
-        return await _checkout_again(request, ctx, user, values, exc)
+        return await _checkout_again(request, ctx, user, values, methods, exc)
     orders_placed = placed["orders"]
     assert isinstance(orders_placed, list) and orders_placed
     landing = UUID(str(orders_placed[0]["id"]))
@@ -840,6 +877,7 @@ async def sell(request: Request, identity: WebIdentity, ctx: Ctx, uow: Uow) -> R
             "to_ship": to_ship,
             "shipped": shipped,
             "reviews": await orders.my_shop_reviews(ctx, uow, user, 10),
+            "profiles": await shipping.my_profiles(uow, user),
             "no_file": no_file,
             "payouts": await payments.payout_account(ctx, uow, user),
             "money": await payments.balance(uow, user, None, 10, PAYOUT_KINDS),
@@ -1065,6 +1103,240 @@ async def open_shop(
     return redirect(request, "/sell", ("Your shop is open. Add your first listing.", "success"))
 
 
+# --- shipping profiles ------------------------------------------------------------------
+
+#: How many delivery methods a profile may have, and blank rate rows offered per method.
+MAX_METHODS = 10
+BLANK_RATE_ROWS = 2
+SHIPPING_PROBLEMS = {
+    "name": "Name the delivery method, like Standard or Express.",
+    "rates": "Add at least one country and its price.",
+    "min_days": "Enter a number of days from 0 to 365.",
+    "max_days": "Enter a number of days from 0 to 365.",
+    "free_over": "Enter an amount like 50.00, or leave it empty.",
+}
+
+
+def _method_blocks(form: Any) -> list[dict[str, Any]]:
+    """The delivery method blocks as typed (``m<n>_…`` fields), empty ones dropped: shown
+    again, block i is ``m<i>`` and its problems are keyed ``methods.<i>.…``."""
+    blocks: list[dict[str, Any]] = []
+    for n in range(MAX_METHODS):
+        regions = [str(v) for v in form.getlist(f"m{n}_region")]
+        prices = [str(v).strip() for v in form.getlist(f"m{n}_rate")]
+        # A row without a price says nothing (the new form suggests destinations).
+        rows = [
+            {"region": region, "price": price}
+            for region, price in zip(regions, prices, strict=False)
+            if price
+        ]
+        if form.get(f"m{n}_remove"):
+            continue
+        block: dict[str, Any] = {
+            "id": str(form.get(f"m{n}_id") or "").strip(),
+            "name": str(form.get(f"m{n}_name") or ""),
+            "min_days": str(form.get(f"m{n}_min") or "").strip(),
+            "max_days": str(form.get(f"m{n}_max") or "").strip(),
+            "free_over": str(form.get(f"m{n}_free") or "").strip(),
+            "rows": rows,
+        }
+        if block["id"] or block["name"].strip() or rows:
+            blocks.append(block)
+    return blocks
+
+
+def _profile_payload(name: str, blocks: list[dict[str, Any]], currency: str) -> dict[str, Any]:
+    """The typed blocks as ``ShippingProfileIn``'s fields; each bad price or day count
+    named by its block (``methods.<i>.…``, i = its place among the kept blocks)."""
+    problems: dict[str, str] = {}
+    methods: list[dict[str, Any]] = []
+    for i, block in enumerate(blocks):
+        method: dict[str, Any] = {"name": block["name"], "rates": {}}
+        if block["id"]:
+            method["id"] = block["id"]
+        for key in ("min_days", "max_days"):
+            if block[key]:
+                if block[key].isdigit():
+                    method[key] = int(block[key])
+                else:
+                    problems[f"methods.{i}.{key}"] = SHIPPING_PROBLEMS[key]
+        if block["free_over"]:
+            try:
+                method["free_over"] = parse_price(block["free_over"], currency)
+            except ValueError:
+                problems[f"methods.{i}.free_over"] = SHIPPING_PROBLEMS["free_over"]
+        for r, row in enumerate(block["rows"]):
+            if not row["region"]:
+                problems[f"methods.{i}.rate.{r}"] = "Choose where this price is for."
+                continue
+            try:
+                method["rates"][row["region"]] = parse_price(row["price"], currency)
+            except ValueError:
+                problems[f"methods.{i}.rate.{r}"] = "Enter a price like 3.95 (0 for free)."
+        methods.append(method)
+    if problems:
+        raise FormInvalid(fields={"": FormInvalid.message, **problems})
+    return {"name": name, "methods": methods}
+
+
+def _parse_profile(
+    name: str, blocks: list[dict[str, Any]], currency: str
+) -> schemas.ShippingProfileIn:
+    payload = _profile_payload(name, blocks, currency)
+    try:
+        return schemas.ShippingProfileIn.model_validate(payload)
+    except ValidationError as exc:
+        problems: dict[str, str] = {"": FormInvalid.message}
+        for error in exc.errors():
+            loc = [str(part) for part in error["loc"]]
+            if loc == ["name"]:
+                problems["name"] = "Name the profile, like Small parcel or Furniture."
+            elif loc == ["methods"]:
+                problems[""] = "Add at least one delivery method, with a name and a price."
+            elif len(loc) >= 3 and loc[0] == "methods":
+                key = f"methods.{loc[1]}.{loc[2]}"
+                problems.setdefault(key, SHIPPING_PROBLEMS.get(loc[2], "Check this."))
+            elif len(loc) == 2 and loc[0] == "methods":
+                problems.setdefault(
+                    f"methods.{loc[1]}.max_days", "The slowest can't be faster than the fastest."
+                )
+            else:
+                problems[""] = "Give each delivery method a name of its own."
+        raise FormInvalid(fields=problems) from exc
+
+
+def _profile_values(profile: schemas.ShippingProfileOut | None) -> dict[str, Any]:
+    """A profile as its form shows it (a new one: Standard, home and everywhere else)."""
+    if profile is None:
+        return {"name": "", "blocks": []}
+    return {
+        "name": profile.name,
+        "blocks": [
+            {
+                "id": str(method.id),
+                "name": method.name,
+                "min_days": "" if method.min_days is None else str(method.min_days),
+                "max_days": "" if method.max_days is None else str(method.max_days),
+                "free_over": ""
+                if method.free_over is None
+                else plain_amount(method.free_over, profile.currency),
+                "rows": [
+                    {"region": region, "price": plain_amount(amount, profile.currency)}
+                    for region, amount in sorted(
+                        method.rates.items(), key=lambda item: (item[0] == "*", item[0])
+                    )
+                ],
+            }
+            for method in profile.methods
+        ],
+    }
+
+
+def _profile_form(
+    shop: Any,
+    values: dict[str, Any],
+    profile: schemas.ShippingProfileOut | None = None,
+    errors: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    regions = [("", "Choose…"), ("*", "Everywhere else"), *COUNTRIES.items()]
+    return {
+        "values": values,
+        "errors": errors or {},
+        "profile": profile,
+        "currency": shop.currency,
+        "origin_country": shop.origin_country,
+        "regions": regions,
+        "blank_rows": BLANK_RATE_ROWS,
+        "max_methods": MAX_METHODS,
+    }
+
+
+async def _seller_shop(uow: UnitOfWork, user: User) -> Any:
+    mine = await service.my_shop(uow, user)
+    if mine is None:
+        raise service.NoShop()
+    return mine
+
+
+@router.get("/sell/shipping/new")
+async def new_shipping_profile(request: Request, identity: WebIdentity, uow: Uow) -> Response:
+    """A form for a new shipping profile: its name and delivery methods."""
+    mine = await service.my_shop(uow, identity.user)
+    if mine is None:
+        return redirect(request, "/sell", ("Open your shop first.", "info"))
+    return shop_page(request, "shop/shipping_form.html", _profile_form(mine, _profile_values(None)))
+
+
+@router.post("/sell/shipping")
+async def create_shipping_profile(
+    request: Request, identity: WebIdentity, uow: Uow, name: Text = ""
+) -> Response:
+    """Save a new shipping profile."""
+    mine = await _seller_shop(uow, identity.user)
+    blocks = _method_blocks(await request.form())
+    values = {"name": name, "blocks": blocks}
+    try:
+        body = _parse_profile(name, blocks, mine.currency)
+        made = await shipping.create_profile(uow, identity.user, body)
+    except DomainError as exc:
+        raise _reject(request, "shop/shipping_form.html", exc, _profile_form(mine, values)) from exc
+    return redirect(
+        request,
+        "/sell#shipping",
+        (f"“{made.name}” is saved. Choose it on the listings it fits.", "success"),
+    )
+
+
+@router.get("/sell/shipping/{profile_id}/edit")
+async def edit_shipping_profile(
+    profile_id: UUID, request: Request, identity: WebIdentity, uow: Uow
+) -> Response:
+    mine = await _seller_shop(uow, identity.user)
+    profile = await shipping.my_profile(uow, identity.user, profile_id)
+    context = _profile_form(mine, _profile_values(profile), profile)
+    return shop_page(request, "shop/shipping_form.html", context)
+
+
+@router.post("/sell/shipping/{profile_id}")
+async def save_shipping_profile(
+    profile_id: UUID, request: Request, identity: WebIdentity, uow: Uow, name: Text = ""
+) -> Response:
+    """Save a shipping profile's name and methods (orders placed already keep theirs)."""
+    mine = await _seller_shop(uow, identity.user)
+    profile = await shipping.my_profile(uow, identity.user, profile_id)
+    blocks = _method_blocks(await request.form())
+    values = {"name": name, "blocks": blocks}
+    try:
+        body = _parse_profile(name, blocks, mine.currency)
+        saved = await shipping.update_profile(uow, identity.user, profile_id, body)
+    except DomainError as exc:
+        context = _profile_form(mine, values, profile)
+        raise _reject(request, "shop/shipping_form.html", exc, context) from exc
+    return redirect(request, "/sell#shipping", (f"“{saved.name}” is saved.", "success"))
+
+
+@router.post("/sell/shipping/{profile_id}/default")
+async def default_shipping_profile(
+    profile_id: UUID, request: Request, identity: WebIdentity, uow: Uow
+) -> Response:
+    made = await shipping.make_default(uow, identity.user, profile_id)
+    toast: Toast = (f"New listings now ship with “{made.name}”.", "success")
+    return redirect(request, "/sell#shipping", toast)
+
+
+@router.post("/sell/shipping/{profile_id}/delete")
+async def delete_shipping_profile(
+    profile_id: UUID, request: Request, user: ApiOrWebUser, ctx: Ctx
+) -> Response:
+    """Delete a profile no listing uses; one in use (or the default) stays, with a reason."""
+    try:
+        async with ctx.uow() as uow:
+            await shipping.delete_profile(uow, user, profile_id)
+    except (shipping.ShippingProfileInUse, shipping.DefaultProfileKept) as exc:
+        return redirect(request, f"/sell/shipping/{profile_id}/edit", (exc.detail_message, "error"))
+    return redirect(request, "/sell#shipping", ("The shipping profile is deleted.", "success"))
+
+
 def _variant_rows(
     ids: list[str] | None,
     names: list[str] | None,
@@ -1127,6 +1399,7 @@ def _listing_values(found: schemas.ListingOut) -> dict[str, Any]:
         "category": found.category,
         "kind": found.kind,
         "lead_time_days": str(found.lead_time_days or ""),
+        "shipping_profile_id": str(found.shipping_profile_id or ""),
         "rows": [
             {
                 "id": str(v.id),
@@ -1145,6 +1418,7 @@ def _listing_values(found: schemas.ListingOut) -> dict[str, Any]:
 def _listing_form(
     shop_currency: str,
     values: dict[str, Any],
+    profiles: Sequence[schemas.ShippingProfileOut],
     listing: schemas.ListingOut | None = None,
     file_name: str | None = None,
 ) -> dict[str, Any]:
@@ -1160,9 +1434,15 @@ def _listing_form(
         "max_photos": MAX_PHOTOS,
         "currency": shop_currency,
         "max_file_mb": downloads.MAX_BYTES // (1024 * 1024),
+        "profiles": [(str(profile.id), _profile_label(profile)) for profile in profiles],
         "has_file": file_name is not None,
         "file_name": file_name,
     }
+
+
+def _profile_label(profile: schemas.ShippingProfileOut) -> str:
+    methods = ", ".join(method.name for method in profile.methods)
+    return f"{profile.name} ({methods})" if methods else profile.name
 
 
 def _photo_readers(
@@ -1192,8 +1472,16 @@ async def new_listing(request: Request, identity: WebIdentity, uow: Uow) -> Resp
     mine = await service.my_shop(uow, identity.user)
     if mine is None:
         return redirect(request, "/sell", ("Open your shop first.", "info"))
-    values = {"kind": ListingKind.PHYSICAL, "category": "", "rows": []}
-    return shop_page(request, "shop/listing_form.html", _listing_form(mine.currency, values))
+    profiles = await shipping.my_profiles(uow, identity.user)
+    default = next((str(profile.id) for profile in profiles if profile.is_default), "")
+    values = {
+        "kind": ListingKind.PHYSICAL,
+        "category": "",
+        "rows": [],
+        "shipping_profile_id": default,
+    }
+    context = _listing_form(mine.currency, values, profiles)
+    return shop_page(request, "shop/listing_form.html", context)
 
 
 @router.post("/sell/listings")
@@ -1206,6 +1494,7 @@ async def create_listing(
     category: Text = "",
     kind: Text = ListingKind.PHYSICAL,
     lead_time_days: Text = "",
+    shipping_profile_id: Text = "",
     variant_id: TextList = None,
     variant_name: TextList = None,
     variant_price: TextList = None,
@@ -1223,6 +1512,7 @@ async def create_listing(
     """
     async with ctx.uow() as uow:
         mine = await service.my_shop(uow, user)
+        profiles = await shipping.my_profiles(uow, user) if mine else []
     if mine is None:
         return redirect(request, "/sell", ("Open your shop first.", "info"))
     rows = _variant_rows(variant_id, variant_name, variant_price, variant_stock, variant_stock_was)
@@ -1232,6 +1522,7 @@ async def create_listing(
         "category": category,
         "kind": kind,
         "lead_time_days": lead_time_days,
+        "shipping_profile_id": shipping_profile_id,
         "rows": rows,
     }
     prepared: list[MediaObject] = []
@@ -1243,6 +1534,7 @@ async def create_listing(
             category=category or None,
             kind=kind,
             lead_time_days=lead_time_days.strip() or None,
+            shipping_profile_id=shipping_profile_id or None,
             variants=_variants_payload(rows, mine.currency, kind),
         )
         prepared = await gallery.prepare(ctx, user, _photo_readers(ctx, photos, MAX_PHOTOS))
@@ -1257,7 +1549,7 @@ async def create_listing(
         await shop_photos.discard(ctx, prepared)
         if not isinstance(exc, DomainError):
             raise
-        context = {**_listing_form(mine.currency, values), "errors": field_errors(exc)}
+        context = {**_listing_form(mine.currency, values, profiles), "errors": field_errors(exc)}
         return shop_page(request, "shop/listing_form.html", context, exc.status_code)
     toast: Toast = (
         (f"“{made.title}” is live in your shop.", "success")
@@ -1273,8 +1565,9 @@ async def edit_listing(
 ) -> Response:
     listing_row, shop_row, _ = await service.own_listing(uow, identity.user, listing_id)
     found = await service.listing_view(ctx, uow, listing_id)
+    profiles = await shipping.my_profiles(uow, identity.user)
     context = _listing_form(
-        shop_row.currency, _listing_values(found), found, listing_row.digital_file_name
+        shop_row.currency, _listing_values(found), profiles, found, listing_row.digital_file_name
     )
     return shop_page(request, "shop/listing_form.html", context)
 
@@ -1289,6 +1582,7 @@ async def save_listing(
     description: Text = "",
     category: Text = "",
     lead_time_days: Text = "",
+    shipping_profile_id: Text = "",
     variant_id: TextList = None,
     variant_name: TextList = None,
     variant_price: TextList = None,
@@ -1305,6 +1599,7 @@ async def save_listing(
         listing_row, shop_row, _ = await service.own_listing(uow, user, listing_id)
         before = await service.listing_view(ctx, uow, listing_id)
         file_name = listing_row.digital_file_name
+        profiles = await shipping.my_profiles(uow, user)
     rows = _variant_rows(variant_id, variant_name, variant_price, variant_stock, variant_stock_was)
     order, removing = _ids(photo_id), set(_ids(photo_remove))
     values = {
@@ -1313,6 +1608,7 @@ async def save_listing(
         "category": category,
         "kind": before.kind,
         "lead_time_days": lead_time_days,
+        "shipping_profile_id": shipping_profile_id,
         "rows": rows,
         "photo_order": [str(i) for i in order],
         "photo_remove": [str(i) for i in removing],
@@ -1326,6 +1622,7 @@ async def save_listing(
             description=description.strip(),
             category=category or None,
             lead_time_days=lead_time_days.strip() or None,
+            shipping_profile_id=shipping_profile_id or None,
             variants=_variants_payload(rows, shop_row.currency, before.kind),
         )
         readers = _photo_readers(ctx, photos, MAX_PHOTOS - staying)
@@ -1349,7 +1646,7 @@ async def save_listing(
         if not isinstance(exc, DomainError):
             raise
         context = {
-            **_listing_form(shop_row.currency, values, before, file_name),
+            **_listing_form(shop_row.currency, values, profiles, before, file_name),
             "errors": field_errors(exc),
         }
         return shop_page(request, "shop/listing_form.html", context, exc.status_code)

@@ -54,7 +54,8 @@ function showFieldsForKind(form) {
   if (!chosen) return;
   form.dataset.kind = chosen.value;
   form.querySelectorAll("[data-show-for]").forEach((group) => {
-    group.hidden = group.dataset.showFor !== chosen.value;
+    // data-show-for names one kind, or several separated by spaces.
+    group.hidden = !group.dataset.showFor.split(" ").includes(chosen.value);
   });
 }
 
