@@ -98,7 +98,24 @@ async def _seed_shops(ctx: AppContext) -> int:
     from craftreel.shop import repository as shop_repo
     from craftreel.shop import schemas as shop_schemas
     from craftreel.shop import service as shop
+    from craftreel.shop import shipping
 
+    # Each shop's default profile: an estimate, and an express option for buyers to pick.
+    small_parcel = shop_schemas.ShippingProfileIn(
+        name="Small parcel",
+        methods=[
+            shop_schemas.ShippingMethodIn(
+                name="Standard",
+                min_days=3,
+                max_days=5,
+                rates={"GB": 395, "*": 1200},
+                free_over=5000,
+            ),
+            shop_schemas.ShippingMethodIn(
+                name="Express", min_days=1, max_days=2, rates={"GB": 850, "IE": 1500}
+            ),
+        ],
+    )
     opened = 0
     for handle, name, listings in SHOPS:
         async with ctx.uow() as uow:
@@ -117,6 +134,8 @@ async def _seed_shops(ctx: AppContext) -> int:
                     returns_policy="Returns accepted within 14 days of delivery.",
                 ),
             )
+            (default,) = await shipping.my_profiles(uow, owner)
+            await shipping.update_profile(uow, owner, default.id, small_parcel)
             for title, category, variants in listings:
                 digital = all(stock is None for _, _, stock in variants)
                 made = await shop.create_listing(

@@ -1,12 +1,14 @@
 """Buying and selling on a phone, in Chromium at 390×844, against a real server.
 
-A maker opens a shop and lists a mug with two glazes and two photos → a buyer opens the
-shop (the first photo in its grid) and the listing (a gallery that swipes, with dots and
-arrow keys), adds it to the cart (htmx, a toast; the cart shows the photo), checks out: a
-declined test card first, then 4242 4242 4242 4242 → the confirmation page waits for the
-provider's webhook and shows the order paid → the maker (another browser) marks it shipped
-→ the test marks it delivered through the API → the buyer reviews it with stars, words and
-a photo → the maker replies. A second test pays with the card that asks for a confirm step.
+A maker opens a shop, lists a mug with two glazes and two photos, and adds an Express
+delivery method to the shop's shipping profile → a buyer opens the shop (the first photo in
+its grid) and the listing (a gallery that swipes, with dots and arrow keys), adds it to the
+cart (htmx, a toast; the cart shows the photo), checks out with Express delivery (htmx
+recomputes the totals): a declined test card first, then 4242 4242 4242 4242 → the
+confirmation page waits for the provider's webhook and shows the order paid, sent by Express
+→ the maker (another browser) marks it shipped → the test marks it delivered through the
+API → the buyer reviews it with stars, words and a photo → the maker replies. A second test
+pays with the card that asks for a confirm step.
 Each step is saved to tests/e2e/screenshots/shop-*.png, some of them in dark mode too.
 """
 
@@ -192,6 +194,25 @@ def test_a_maker_lists_a_mug_a_buyer_pays_the_maker_ships_the_buyer_reviews(
     )
     maker.goto("/sell")
 
+    # The shop's shipping profile (made from the rates above) gets an estimate and an
+    # Express method, for the UK only.
+    shipping = maker.locator("#shipping")
+    expect(shipping).to_contain_text("United Kingdom £3.95, everywhere else £12.00")
+    shipping.get_by_role("link", name="Edit Default").click()
+    expect(maker.get_by_role("heading", name="Edit shipping profile")).to_be_visible()
+    maker.locator("#m0-min").fill("2")
+    maker.locator("#m0-max").fill("4")
+    maker.locator("#m1-name").fill("Express")
+    maker.locator("#m1-min").fill("1")
+    maker.locator("#m1-max").fill("1")
+    maker.locator("#m1-region-0").select_option("GB")
+    maker.locator("#m1-rate-0").fill("8.50")
+    _snap(maker, screenshots, "04c-shipping-express", at=maker.locator("#method-1"))
+    maker.get_by_role("button", name="Save profile").click()
+    expect(maker.get_by_text("“Default” is saved.")).to_be_visible()
+    expect(maker.locator("#shipping")).to_contain_text("Express · 1 day")
+    _snap(maker, screenshots, "04d-dashboard-shipping", at=maker.locator("#shipping"))
+
     # A buyer finds the shop and the listing.
     buyer_context, buyer = _signed_in(browser, server, people["buyer"], "/shop/ash-and-ember")
     expect(buyer.get_by_role("heading", name="Ash & Ember Pottery")).to_be_visible()
@@ -255,14 +276,23 @@ def test_a_maker_lists_a_mug_a_buyer_pays_the_maker_ships_the_buyer_reviews(
     buyer.get_by_label(re.compile(r"^Address")).fill("12 Kiln Row")
     buyer.get_by_label("Town or city").fill("Stoke-on-Trent")
     buyer.get_by_label("Postcode").fill("ST1 4AB")
+    # Standard is picked (the cheapest); Express costs more, and the totals follow the choice.
+    standard = buyer.get_by_role("radio", name=re.compile("^Standard"))
+    express = buyer.get_by_role("radio", name=re.compile("^Express"))
+    expect(standard).to_be_checked()
     expect(buyer.locator("#checkout-totals")).to_contain_text(re.compile(r"Total\s*£62\.34"))
+    express.check()
+    expect(buyer.get_by_role("button", name="Pay £67.80")).to_be_visible()
+    expect(buyer.locator("#checkout-totals")).to_contain_text(re.compile(r"Delivery\s*£8\.50"))
+    expect(buyer.get_by_role("radio", name=re.compile("^Express"))).to_be_checked()
+    _snap(buyer, screenshots, "09a-checkout-delivery", at=buyer.locator("#checkout-totals"))
     buyer.get_by_text("Test cards: no real money moves").click()
     buyer.get_by_role("button", name="Use 4000 0000 0000 0002").click()
     expect(buyer.get_by_label("Card number")).to_have_value("4000 0000 0000 0002")
     _snap(buyer, screenshots, "09-checkout-address", at=buyer.locator("main"))
     _snap(buyer, screenshots, "09b-checkout-totals", at=buyer.locator("#checkout-totals"))
     _snap(buyer, screenshots, "09c-checkout-card", at=buyer.locator("label[for=field-card_number]"))
-    buyer.get_by_role("button", name="Pay £62.34").click()
+    buyer.get_by_role("button", name="Pay £67.80").click()
 
     expect(buyer.get_by_text("Payment failed.")).to_be_visible()
     expect(buyer.get_by_text("Your card was declined. Nothing was charged")).to_be_visible()
@@ -271,7 +301,7 @@ def test_a_maker_lists_a_mug_a_buyer_pays_the_maker_ships_the_buyer_reviews(
     # The right card pays; the confirmation waits for the provider's webhook, then shows it.
     buyer.get_by_text("Test cards: no real money moves").click()
     buyer.get_by_role("button", name="Use 4242 4242 4242 4242").click()
-    buyer.get_by_role("button", name="Pay £62.34").click()
+    buyer.get_by_role("button", name="Pay £67.80").click()
     expect(buyer).to_have_url(ORDER_URL)
     expect(buyer.get_by_text("Thank you! Your order is placed.")).to_be_visible()
     found = ORDER_URL.search(buyer.url)
@@ -280,8 +310,10 @@ def test_a_maker_lists_a_mug_a_buyer_pays_the_maker_ships_the_buyer_reviews(
     current = buyer.locator(".timeline-step.is-current")
     expect(current).to_contain_text("Paid", timeout=PAID_TIMEOUT_MS)
     expect(buyer.get_by_text("Confirming your payment")).to_have_count(0)
+    expect(buyer.locator(".delivery-chosen")).to_contain_text("Express · 1 day")
     _snap(buyer, screenshots, "11-order-paid")
     _snap(buyer, screenshots, "11b-order-paid-items", at=buyer.locator("#items-title"))
+    _snap(buyer, screenshots, "11c-order-delivery", at=buyer.locator("#address-title"))
 
     # The maker ships it from the dashboard.
     maker.goto("/sell")
@@ -289,6 +321,7 @@ def test_a_maker_lists_a_mug_a_buyer_pays_the_maker_ships_the_buyer_reviews(
     _snap(maker, screenshots, "12-dashboard-to-ship")
     maker.locator("#to-ship").get_by_role("link").first.click()
     expect(maker.get_by_role("heading", name="Ship this order")).to_be_visible()
+    expect(maker.get_by_text("by Express (1 day), as the buyer chose")).to_be_visible()
     maker.get_by_label("Carrier").fill("Royal Mail")
     maker.get_by_label("Tracking number").fill("RM482913577GB")
     _snap(maker, screenshots, "13-ship-form")
