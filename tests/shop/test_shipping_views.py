@@ -271,3 +271,41 @@ async def test_a_method_that_does_not_go_there_sends_the_buyer_back_to_choose(
     assert re.search(rf'value="{standard}" checked', refused.text)
     assert "Express" not in text_of(refused).split("Your order")[1].split("Pay")[0]
     assert await count(ctx, Order) == 0
+
+
+async def test_without_javascript_a_changed_total_is_shown_before_anything_is_charged(
+    api: httpx.AsyncClient, browsers: BrowserFactory, ctx: AppContext
+) -> None:
+    seller_person, mug = await seller_with_listing(api, "nojsseller")
+    mine = "/api/v1/shops/mine/shipping-profiles"
+    default_id = (await api.get(mine, headers=seller_person.auth)).json()[0]["id"]
+    await api.put(
+        f"{mine}/{default_id}",
+        headers=seller_person.auth,
+        json={
+            "name": "Default",
+            "methods": [
+                {"name": "Standard", "rates": {"GB": 395}},
+                {"name": "Express", "rates": {"GB": 850}},
+            ],
+        },
+    )
+    buyer, _ = await web_person(api, browsers, "nojsbuyer", "198.51.100.44")
+    await add_to_cart(buyer, mug["variants"][0]["id"], 2)
+    page = await buyer.get("/checkout")
+    express = _method_id(page.text, "Express")
+    # The page was drawn for Standard (£34.74); Express is ticked and sent without a redraw.
+    shown = re.search(r'name="expected_total" value="(\d+)"', page.text)
+    assert shown and shown.group(1) == "3474"
+    stale = await checkout_form(buyer, shipping_method=express, expected_total="3474")
+    refused = await buyer.post("/checkout", stale)
+    assert refused.status_code == 409
+    seen = text_of(refused)
+    assert "The total changed with the delivery you chose" in seen
+    assert "Pay £40.20" in seen and re.search(rf'value="{express}" checked', refused.text)
+    assert await count(ctx, Order) == 0
+    # Pressing Pay again on the redrawn form places it, at the total it shows.
+    again = await checkout_form(buyer, shipping_method=express, expected_total="4020")
+    placed = await buyer.post("/checkout", again)
+    order_id_from(placed)
+    assert await count(ctx, Order) == 1

@@ -493,6 +493,13 @@ async def _checkout_again(
     )
 
 
+class TotalChanged(Conflict):
+    """The order comes to another total than the checkout form showed; nothing is placed."""
+
+    code = "checkout_total_changed"
+    message = "The total changed with the delivery you chose: check it, then press Pay again."
+
+
 def _card(card_number: str) -> str:
     if not card_number.strip():
         raise InvalidInput("Enter a card number.", field="card_number")
@@ -518,11 +525,16 @@ async def place_order(
     postcode: Text = "",
     country: Text = "",
     shipping_method: TextList = None,
+    expected_total: Text = "",
     card_number: Text = "",
     idempotency_key: Text = "",
 ) -> Response:
     """Place the order (one per shop, stock held, sent by the delivery methods chosen) and
     pay it with the test card.
+
+    The form carries the total it showed: if the order comes to anything else (a delivery
+    method picked without JavaScript to redraw the totals, a price changed meanwhile),
+    nothing is placed and the form is shown again with the new total.
 
     The form carries a key made when it was rendered: the checkout is made with it and the
     payment with it plus the card, so a repeated submit finds the same checkout and the same
@@ -553,6 +565,9 @@ async def place_order(
         body = schemas.CheckoutCreate(shipping_address=address, shipping_methods=methods)
         async with ctx.uow() as uow:
             _, placed = await service.start_checkout(ctx, uow, user, body, key)
+            total = placed["total"]
+            if expected_total.isdigit() and isinstance(total, int) and total != int(expected_total):
+                raise TotalChanged(total=total)
     except DomainError as exc:
         return await _checkout_again(request, ctx, user, values, methods, exc)
     orders_placed = placed["orders"]
