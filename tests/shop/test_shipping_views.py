@@ -182,6 +182,10 @@ async def test_a_seller_writes_a_profile_and_puts_a_listing_under_it(
         listing = (await session.scalars(select(Listing).options(WITH_SHIPPING))).one()
     assert listing.shipping_profile_id == furniture.id
 
+    # Buyers see how it travels on the listing.
+    shown = text_of(await seller.get(f"/listings/{mug['id']}"))
+    assert "Courier United Kingdom £45.00 White glove United Kingdom £90.00" in shown
+
     # In use now: deleting is refused with the reason; the other way round it works.
     kept = await seller.post(f"/sell/shipping/{furniture.id}/delete", {})
     assert kept.headers["location"] == f"/sell/shipping/{furniture.id}/edit"
@@ -309,3 +313,23 @@ async def test_without_javascript_a_changed_total_is_shown_before_anything_is_ch
     placed = await buyer.post("/checkout", again)
     order_id_from(placed)
     assert await count(ctx, Order) == 1
+
+
+async def test_a_seller_cannot_open_or_change_another_shops_profile_pages(
+    api: httpx.AsyncClient, browsers: BrowserFactory, ctx: AppContext
+) -> None:
+    owner, _ = await seller_with_listing(api, "pageowner")
+    rival_person, _ = await seller_with_listing(api, "pagerival")
+    (profile,) = (await api.get("/api/v1/shops/mine/shipping-profiles", headers=owner.auth)).json()
+    rival = browsers("198.51.100.45")
+    assert (await rival.sign_in(rival_person.email)).status_code == 303
+    path = f"/sell/shipping/{profile['id']}"
+    assert (await rival.get(f"{path}/edit")).status_code == 404
+    changed = await rival.post(
+        path, {"name": "Mine now", "m0_name": "Free", "m0_region": ["*"], "m0_rate": ["0"]}
+    )
+    assert changed.status_code == 404
+    assert (await rival.post(f"{path}/default", {})).status_code == 404
+    assert (await rival.post(f"{path}/delete", {})).status_code == 404
+    (after,) = (await api.get("/api/v1/shops/mine/shipping-profiles", headers=owner.auth)).json()
+    assert after == profile

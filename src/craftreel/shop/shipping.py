@@ -410,6 +410,19 @@ async def _profile_outs(
     ]
 
 
+async def methods_of_profile(
+    uow: UnitOfWork, profile_id: UUID | None
+) -> list[schemas.ShippingMethodOut]:
+    """A listing's delivery methods as buyers see them on it (none for a download)."""
+    if profile_id is None:
+        return []
+    profile = await uow.session.get(ShippingProfile, profile_id)
+    shop = await uow.session.get(Shop, profile.shop_id) if profile else None
+    if profile is None or shop is None:
+        return []
+    return (await _profile_outs(uow.session, shop, [profile]))[0].methods
+
+
 async def my_profiles(uow: UnitOfWork, owner: User) -> list[schemas.ShippingProfileOut]:
     """The seller's profiles: the default first, then by name."""
     shop = await _own_shop(uow, owner)

@@ -352,6 +352,7 @@ async def listing(
             "notes": {v.id: stock_note(found, v) for v in found.variants},
             "buyable": [v for v in found.variants if v.available],
             "reviews": await orders.listing_reviews(ctx, uow, listing_id),
+            "delivery": await shipping.methods_of_profile(uow, found.shipping_profile_id),
             "is_owner": await _is_shop_owner(uow, viewer, profile.id),
             "signed_in": viewer is not None,
         },
