@@ -55,6 +55,7 @@ from craftreel.core.mail import Mail
 from craftreel.core.pagination import decode_cursor, decode_time_cursor, page_of
 from craftreel.core.ratelimit import Limit, enforce
 from craftreel.core.security import common_passwords, new_token, sign, token_hash, unsign
+from craftreel.core.storage import remove_on_rollback
 
 RESERVED_HANDLES = frozenset(
     {
@@ -730,6 +731,7 @@ async def set_avatar(ctx: AppContext, uow: UnitOfWork, user: User, data: bytes) 
     clean = process_avatar(data, ctx.settings.avatar_max_bytes, ctx.settings.avatar_max_pixels)
     key = f"avatars/{user.id}/{uuid7()}.webp"
     await ctx.storage.put(key, clean, "image/webp")
+    remove_on_rollback(uow, ctx.storage, key)
     old = user.avatar_key
     user.avatar_key = key
     if old:

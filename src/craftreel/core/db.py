@@ -180,7 +180,9 @@ AfterCommit = Callable[[], Awaitable[object] | None]
 
 
 class UnitOfWork:
-    """One transaction; side effects registered with ``after_commit`` run only once it commits.
+    """One transaction; side effects registered with ``after_commit`` run only once it commits,
+    and undo steps registered with ``on_rollback`` (files written for rows that never landed)
+    run only once it has rolled back — an error inside it, or a commit that failed.
 
     ``read_only`` (a GET request's) promises not to write. On SQLite that lets it read without
     taking the write lock; a write it does anyway still works but may fail with "database is
@@ -197,12 +199,14 @@ class UnitOfWork:
         self._sessions = sessions
         self.read_only = read_only
         self._hooks: list[AfterCommit] = []
+        self._undo: list[AfterCommit] = []
         self.session: AsyncSession
 
     async def __aenter__(self) -> Self:
         reads = _autocommit(self._sessions) if self.read_only else None
         self.session = self._sessions() if reads is None else self._sessions(bind=reads)
         self._hooks = []
+        self._undo = []
         self._reading = _reading.set(self.read_only)
         return self
 
@@ -217,9 +221,11 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         keep = exc_type is None or bool(getattr(exc, "commit_anyway", False))
+        committed = False
         try:
             if keep:
                 await self.session.commit()
+                committed = True
             else:
                 await self.session.rollback()
         finally:
@@ -228,20 +234,30 @@ class UnitOfWork:
                 _reading.reset(self._reading)
             except ValueError:  # left in another context than it was entered in
                 _reading.set(False)
-        if exc_type is None:
-            await self._run_hooks()
-        self._hooks = []
+            hooks, undo = self._hooks, self._undo
+            self._hooks, self._undo = [], []
+            if not committed:
+                await _run(undo, "rollback hook failed")
+        if committed and exc_type is None:
+            await _run(hooks, "after-commit hook failed")
 
     def after_commit(self, fn: Callable[..., Awaitable[object] | None], *args: Any) -> None:
         """Run ``fn(*args)`` once the transaction has committed; dropped on rollback."""
         self._hooks.append(lambda: fn(*args))
 
-    async def _run_hooks(self) -> None:
-        for hook in self._hooks:
-            try:
-                result = hook()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                # The data is committed; a failed side effect is logged, never undone.
-                log.exception("after-commit hook failed")
+    def on_rollback(self, fn: Callable[..., Awaitable[object] | None], *args: Any) -> None:
+        """Run ``fn(*args)`` if the transaction rolls back (or its commit fails); dropped once
+        it commits. For what was done outside the database for rows it holds, e.g. stored
+        files (``core.storage.remove_on_rollback``)."""
+        self._undo.append(lambda: fn(*args))
+
+
+async def _run(hooks: list[AfterCommit], failure: str) -> None:
+    """Run each hook, logging (never raising) a failure: the transaction's fate is settled."""
+    for hook in hooks:
+        try:
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception(failure)

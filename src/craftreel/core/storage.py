@@ -23,6 +23,8 @@ from craftreel.core.errors import InvalidInput
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from craftreel.core.db import UnitOfWork
+
 EXTRA_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
     ".m4s": "video/iso.segment",
@@ -129,6 +131,15 @@ def check_key(key: str) -> str:
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise InvalidInput("Bad storage key.", key=key)
     return key
+
+
+def remove_on_rollback(
+    uow: UnitOfWork, storage: Storage, key: str, *, prefix: bool = False
+) -> None:
+    """Delete ``key`` (with ``prefix``, everything under ``key/``) if ``uow`` rolls back or its
+    commit fails — and only then: for a file stored before the rows that name it commit, so
+    a transaction that never lands leaves no stray file behind."""
+    uow.on_rollback(storage.delete_prefix if prefix else storage.delete, key)
 
 
 def signed_scope(key: str) -> str:

@@ -26,6 +26,7 @@ from craftreel.accounts.models import User
 from craftreel.context import AppContext
 from craftreel.core.db import UnitOfWork
 from craftreel.core.errors import Conflict, DomainError, InvalidInput, NotFound, PayloadTooLarge
+from craftreel.core.storage import remove_on_rollback
 from craftreel.shop import service
 from craftreel.shop.models import Listing, ListingKind, Order, OrderLine, OrderStatus, Variant
 
@@ -130,7 +131,8 @@ async def attach_file(
 
     The new file is written under a key of its own, then recorded only if the listing still
     names the file this upload replaces (a concurrent replacement makes it a conflict, not a
-    lost file); the old file is deleted once that commits, the new one at once on a failure.
+    lost file); the old file is deleted once that commits, the new one at once on a failure
+    here, or when the transaction rolls back or fails to commit later.
     """
     listing, _, _ = await service.own_listing(uow, seller, listing_id)
     if listing.kind != ListingKind.DIGITAL:
@@ -146,6 +148,8 @@ async def attach_file(
         await asyncio.to_thread(_copy_checked, upload, path, MAX_BYTES)
         await ctx.storage.put_file(key, path, "application/pdf", move=True)
         stored = True
+        # Recorded below, in the caller's transaction: if that never commits, nor does the file.
+        remove_on_rollback(uow, ctx.storage, key)
         same = (
             Listing.digital_file_key.is_(None)
             if previous is None

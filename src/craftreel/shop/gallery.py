@@ -105,7 +105,7 @@ async def arrange(
     arranged = kept + [media.id for media in add]
     if len(arranged) > MAX_PHOTOS:
         raise TooManyPhotos(field="photos", max_photos=MAX_PHOTOS)
-    await photos.record(uow, add, public=listing.status in service.VISIBLE)
+    await photos.record(ctx, uow, add, public=listing.status in service.VISIBLE)
     listing.photo_media_ids = [str(media_id) for media_id in arranged]
     await uow.session.flush()
     for media_id in current:

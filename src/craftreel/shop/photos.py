@@ -7,7 +7,8 @@ with the media pipeline's own probe and image code, and recorded as a ready medi
 rather than going through a resumable upload. Processing and storing happen first
 (``process_photo``), recording the row after (``record``), so a caller can do the slow part
 outside its transaction; whatever a failed photo had written is deleted before the error
-goes up, and ``discard`` removes processed photos a later failure left unrecorded.
+goes up, ``discard`` removes processed photos a later failure left unrecorded, and a
+recorded photo's files are deleted if its transaction rolls back or fails to commit.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from craftreel.core.clock import utcnow
 from craftreel.core.db import UnitOfWork
 from craftreel.core.errors import InvalidInput, PayloadTooLarge
 from craftreel.core.ids import uuid7
-from craftreel.core.storage import content_type_for
+from craftreel.core.storage import content_type_for, remove_on_rollback
 from craftreel.media import processing
 from craftreel.media.models import MediaKind, MediaObject, MediaStatus
 from craftreel.media.probe import Limits, MediaRejected, probe
@@ -135,11 +136,14 @@ async def process_photo(
     )
 
 
-async def record(uow: UnitOfWork, photos: Iterable[MediaObject], public: bool) -> None:
-    """Add processed photos' rows to this unit of work."""
+async def record(
+    ctx: AppContext, uow: UnitOfWork, photos: Iterable[MediaObject], public: bool
+) -> None:
+    """Add processed photos' rows to this unit of work; their files go if it never commits."""
     for media in photos:
         media.is_public = public
         uow.session.add(media)
+        remove_on_rollback(uow, ctx.storage, f"media/{media.id}", prefix=True)
     await uow.session.flush()
 
 
@@ -153,7 +157,7 @@ async def store_review_photo(ctx: AppContext, uow: UnitOfWork, owner_id: UUID, d
     """Check, clean and store a review photo; the id of its (public, ready) media object."""
     media = await process_photo(ctx, owner_id, data)
     try:
-        await record(uow, [media], public=True)
+        await record(ctx, uow, [media], public=True)
     except BaseException:
         await discard(ctx, [media])
         raise
