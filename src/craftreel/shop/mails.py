@@ -1,4 +1,5 @@
-"""Mail the shop sends buyers: the receipt once a checkout is paid."""
+"""Mail the shop sends buyers: the receipt once a checkout is paid, and a notice for each
+refund once the provider has made it."""
 
 from __future__ import annotations
 
@@ -88,3 +89,96 @@ async def queue_receipt(ctx: AppContext, uow: UnitOfWork, checkout_id: UUID) -> 
         uow,
         Mail(to=buyer.email, subject="Your Craftreel receipt", text="\n".join(parts) + "\n"),
     )
+
+
+#: Why money came back, as the buyer reads it (values: ``payments.RefundReason``); a reason
+#: missing here ("other") is not given.
+REFUND_REASONS = {
+    "requested": "you asked for a refund",
+    "damaged": "the item arrived damaged",
+    "not_as_described": "the item was not as described",
+    "not_received": "the parcel never arrived",
+    "order_cancelled": "the order was cancelled before it shipped",
+    "checkout_lapsed": "your checkout had expired and the items were no longer available",
+    "amount_mismatch": "the amount taken did not match your order",
+}
+#: When a card refund shows up: banks, not we, decide; this is what card networks promise.
+REFUND_ARRIVAL = (
+    "Refunds to a card usually show on your statement within 5 to 10 working days, "
+    "depending on your bank."
+)
+
+
+async def queue_refund_notice(
+    ctx: AppContext,
+    uow: UnitOfWork,
+    *,
+    checkout_id: UUID,
+    order_id: UUID | None,
+    amount: int,
+    currency: str,
+    reason: str,
+    refunded_total: int,
+) -> None:
+    """Tell the buyer a refund was made: how much, of what, why, and when to expect it.
+
+    Called in the transaction that records the provider's success (which happens once per
+    refund, whoever gets there first: the request, the refund job or a webhook), so the mail
+    goes once that commits, once — and never for a refund that was refused.
+    ``refunded_total`` is all that is refunded of the order (or payment) with this one.
+    """
+    session = uow.session
+    checkout = await session.get(Checkout, checkout_id)
+    buyer = await session.get(User, checkout.buyer_id) if checkout else None
+    if checkout is None or buyer is None:
+        return
+
+    def price(minor: int) -> str:
+        return format_price(minor, currency)
+
+    parts = [f"Hi {buyer.display_name},", ""]
+    if order_id is not None:
+        row = (
+            await session.execute(
+                select(Order, Shop).join(Shop, Shop.id == Order.shop_id).where(Order.id == order_id)
+            )
+        ).first()
+        if row is None:
+            return
+        order, shop = row
+        whole = refunded_total >= order.total
+        subject = f"Your refund from {shop.name}"
+        if reason == "order_cancelled":
+            parts.append(
+                f"Your order from {shop.name} was cancelled, and {price(amount)} "
+                "is refunded to the card you paid with."
+            )
+        else:
+            parts.append(
+                f"{shop.name} has refunded {price(amount)} of your order to the card you paid with."
+            )
+        lines = (
+            await session.scalars(
+                select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.id)
+            )
+        ).all()
+        parts += ["", f"Your order — {order_url(ctx, order.id)}"]
+        parts += [f"  {line.quantity} × {line.title}" for line in lines]
+        parts.append(f"  Order total: {price(order.total)}")
+        if whole:
+            parts.append(f"  Refunded: {price(refunded_total)} — the whole order")
+        else:
+            left = price(order.total - refunded_total)
+            parts.append(f"  Refunded so far: {price(refunded_total)} ({left} not refunded)")
+    else:
+        # A payment that could not be filled (it arrived after the checkout lapsed): all of it.
+        subject = "Your Craftreel payment was refunded"
+        parts.append(
+            f"Your payment of {price(checkout.total)} could not be used for your order, "
+            f"so all of it — {price(amount)} — is refunded to the card you paid with."
+        )
+    why = REFUND_REASONS.get(reason)
+    if why is not None:
+        parts += ["", f"Why: {why}."]
+    parts += ["", REFUND_ARRIVAL]
+    ctx.outbox.queue(uow, Mail(to=buyer.email, subject=subject, text="\n".join(parts) + "\n"))

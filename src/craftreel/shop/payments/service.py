@@ -22,7 +22,7 @@ from craftreel.core.errors import InvalidInput
 from craftreel.core.ids import uuid7
 from craftreel.shop import live
 from craftreel.shop import repository as shop_repo
-from craftreel.shop.mails import queue_receipt
+from craftreel.shop.mails import queue_receipt, queue_refund_notice
 from craftreel.shop.models import (
     Checkout,
     CheckoutStatus,
@@ -741,6 +741,19 @@ async def _record_refund(
         # A seller paid by transfer gives back their part of the refund: what was refunded
         # less the fee we give back, so the ledger and their account move together.
         await connect.queue_reversal(ctx, uow, order, refund, refund.amount - fee_back)
+    payment = await session.get(Payment, refund.payment_id, populate_existing=True)
+    assert payment is not None
+    # Once per refund: only the transaction whose update settled it gets here.
+    await queue_refund_notice(
+        ctx,
+        uow,
+        checkout_id=payment.checkout_id,
+        order_id=refund.order_id,
+        amount=refund.amount,
+        currency=refund.currency,
+        reason=refund.reason,
+        refunded_total=refunded if order is not None else payment.amount_refunded,
+    )
 
 
 async def reconcile_refund(ctx: AppContext, refund_id: UUID, round_: int = 0) -> None:
