@@ -1,4 +1,4 @@
-"""The ``craftreel`` command: serve · worker · migrate · create-admin · seed-demo."""
+"""The ``craftreel`` command: serve · worker · migrate · create-admin · seed-demo · payments."""
 
 from __future__ import annotations
 
@@ -162,6 +162,56 @@ def cmd_create_admin(args: argparse.Namespace) -> None:
         raise SystemExit(1) from None
 
 
+def cmd_retry_transfer(args: argparse.Namespace) -> None:
+    """Send a failed transfer (or reversal) to a seller's connected account again."""
+    from uuid import UUID
+
+    from craftreel.context import build_context
+    from craftreel.core.errors import DomainError
+    from craftreel.shop import payments
+    from craftreel.shop.prices import format_price
+
+    settings = load_settings()
+    try:
+        transfer_id = UUID(args.transfer_id)
+    except ValueError:
+        print(f"error: {args.transfer_id!r} is not a transfer id", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    async def run() -> int:
+        ctx = build_context(settings)
+        try:
+            status = await payments.retry_transfer(ctx, transfer_id)
+            async with ctx.uow() as uow:
+                row = await uow.session.get(payments.PaymentTransfer, transfer_id)
+                assert row is not None
+                shown = f"{format_price(row.amount, row.currency)} to {row.destination}"
+                if status == payments.TransferStatus.SUCCEEDED:
+                    print(f"transfer {transfer_id}: sent ({shown}, {row.provider_ref})")
+                    return 0
+                if status == payments.TransferStatus.PENDING:
+                    print(
+                        f"transfer {transfer_id}: Stripe did not answer; "
+                        "a worker keeps trying (`craftreel worker`, or `serve`)"
+                    )
+                    return 0
+                print(
+                    f"transfer {transfer_id}: refused again ({row.failure_code}: "
+                    f"{payments.failure_text(row.failure_code)})",
+                    file=sys.stderr,
+                )
+                return 1
+        finally:
+            await ctx.close()
+
+    try:
+        code = asyncio.run(run())
+    except DomainError as exc:
+        print(f"error: {exc.detail_message} ({exc.code})", file=sys.stderr)
+        raise SystemExit(1) from None
+    raise SystemExit(code)
+
+
 def cmd_seed_demo(args: argparse.Namespace) -> None:
     from craftreel.demo import seed_demo
 
@@ -196,6 +246,15 @@ def main(argv: list[str] | None = None) -> None:
 
     seed = sub.add_parser("seed-demo", help="load demo people (idempotent)")
     seed.set_defaults(func=cmd_seed_demo)
+
+    money = sub.add_parser("payments", help="operator commands for payments")
+    money_sub = money.add_subparsers(dest="payments_command", required=True)
+    retry = money_sub.add_parser(
+        "retry-transfer",
+        help="send a failed transfer to a seller's Stripe account again, once its cause is fixed",
+    )
+    retry.add_argument("transfer_id", help="the transfer's id (from the alert mail or the log)")
+    retry.set_defaults(func=cmd_retry_transfer)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     stripe_connect_webhook_secret: SecretStr | None = None
     stripe_api_base: str = "https://api.stripe.com"
     payment_reconcile_seconds: int = Field(default=300, ge=5, le=24 * 3600)
+    # where alerts that need a person go (a transfer to a seller the provider refused)
+    operator_email: str = ""
+    transfer_max_attempts: int = Field(default=10, ge=1, le=50)
 
     # social sign-in (OpenID Connect ID tokens)
     google_client_id: str | None = None

@@ -928,12 +928,25 @@ async def test_the_whole_flow_runs_by_itself_on_a_bare_machine(
 # --- Stripe, against a local stand-in for its HTTP API ----------------------------------
 
 
+@dataclass
+class ForcedReply:
+    """An answer the stand-in gives instead of (or after) doing what was asked."""
+
+    method: str
+    path: str
+    status: int
+    body: dict[str, Any]
+    after_doing_it: bool
+    when: dict[str, str]
+
+
 class StripeStandIn:
     """Enough of Stripe's HTTP API for our calls: PaymentIntents (with Connect fields),
-    confirm, search, refunds, Connect (Express accounts, account links, transfers and their
-    reversals), idempotency keys (a key reused with other parameters is refused, as Stripe
-    does), API-key checks — and the events it would send, signed the way Stripe signs them
-    (events on connected accounts with the Connect endpoint's own secret)."""
+    confirm, search, refunds, Connect (Express accounts, account links, transfers — made,
+    listed by group — and their reversals), errors on demand (``fail_next``), idempotency
+    keys (a key reused with other parameters is refused, as Stripe does), API-key checks —
+    and the events it would send, signed the way Stripe signs them (events on connected
+    accounts with the Connect endpoint's own secret)."""
 
     api_key = "sk_test_standin"
     webhook_secret = "whsec_standin"
@@ -958,6 +971,7 @@ class StripeStandIn:
         #: Requests that reused an idempotency key with other parameters (Stripe: 400).
         self.key_reuses: list[str] = []
         self._replies: dict[str, tuple[dict[str, str], int, dict[str, Any]]] = {}
+        self._forced: list[ForcedReply] = []
         self._lock = threading.Lock()
         self._counter = 0
         stand_in = self
@@ -1051,6 +1065,39 @@ class StripeStandIn:
             self._emit(f"payout.{outcome}", payout, account=account)
             return self.events[-1]
 
+    def fail_next(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        code: str | None = None,
+        *,
+        times: int = 1,
+        after_doing_it: bool = False,
+        when: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests to ``path`` (a prefix; only those whose form
+        has the fields ``when`` gives) with ``status``: a 500 or 429 Stripe never got to, a
+        400 refusal, or (``after_doing_it``) any status after doing what was asked — the
+        answer lost on the way back."""
+        error = {"type": "api_error" if status >= 500 else "invalid_request_error"}
+        if code is not None:
+            error["code"] = code
+        for _ in range(times):
+            self._forced.append(
+                ForcedReply(method, path, status, {"error": error}, after_doing_it, when or {})
+            )
+
+    def _forced_reply(self, method: str, path: str, form: dict[str, str]) -> ForcedReply | None:
+        for n, forced in enumerate(self._forced):
+            if (
+                forced.method == method
+                and path.startswith(forced.path)
+                and all(form.get(k) == v for k, v in forced.when.items())
+            ):
+                return self._forced.pop(n)
+        return None
+
     def _serve(self, request: BaseHTTPRequestHandler, method: str) -> None:
         url = urlsplit(request.path)
         length = int(request.headers.get("Content-Length") or 0)
@@ -1059,7 +1106,14 @@ class StripeStandIn:
         with self._lock:
             self.requests.append((method, url.path, form, headers))
             key = headers.get("idempotency-key")
-            if headers.get("authorization") != f"Bearer {self.api_key}":
+            forced = self._forced_reply(method, url.path, form)
+            if forced is not None and not forced.after_doing_it:
+                # Stripe keeps the answer of a request it looked at (a 4xx refusal) under
+                # its key; one it never got to (a 5xx, a 429) it does not.
+                status, reply = forced.status, forced.body
+                if method == "POST" and key and status < 500 and status != 429:
+                    self._replies[key] = (form, status, reply)
+            elif headers.get("authorization") != f"Bearer {self.api_key}":
                 status, reply = 401, {"error": {"type": "invalid_request_error"}}
             elif method == "POST" and key in self._replies:
                 first_form, status, reply = self._replies[key or ""]
@@ -1071,6 +1125,9 @@ class StripeStandIn:
                 status, reply = self._route(method, url.path, form, dict(parse_qsl(url.query)))
                 if method == "POST" and key:
                     self._replies[key] = (form, status, reply)
+                if forced is not None:
+                    # Done (and kept under its key), but the answer is lost on the way back.
+                    status, reply = forced.status, forced.body
         payload = json.dumps(reply).encode()
         request.send_response(status)
         request.send_header("Content-Type", "application/json")
@@ -1101,7 +1158,7 @@ class StripeStandIn:
                 self._emit("payment_intent.succeeded", intent)
             return 200, intent
         if path.startswith(("/v1/accounts", "/v1/account_links", "/v1/transfers")):
-            return self._connect(method, parts, form)
+            return self._connect(method, parts, form, query)
         if (method, path) == ("POST", "/v1/refunds"):
             intent = self.intents[form["payment_intent"]]
             amount = int(form.get("amount", intent["amount"] - intent["amount_refunded"]))
@@ -1167,7 +1224,7 @@ class StripeStandIn:
         intent["latest_charge"] = charge["id"]
 
     def _connect(
-        self, method: str, parts: list[str], form: dict[str, str]
+        self, method: str, parts: list[str], form: dict[str, str], query: dict[str, str]
     ) -> tuple[int, dict[str, Any]]:
         missing = 404, {"error": {"type": "invalid_request_error", "code": "resource_missing"}}
         if (method, parts) == ("POST", ["v1", "accounts"]):
@@ -1203,6 +1260,10 @@ class StripeStandIn:
                 "expires_at": int(time.time()) + 300,
                 "return_url": form["return_url"],
             }
+        if (method, parts) == ("GET", ["v1", "transfers"]):
+            group = query.get("transfer_group")
+            found = [t for t in self.transfers.values() if t["transfer_group"] == group]
+            return 200, {"object": "list", "data": found, "has_more": False}
         if (method, parts) == ("POST", ["v1", "transfers"]):
             account = self.accounts.get(form.get("destination", ""))
             charge = self.charges.get(form.get("source_transaction", ""))

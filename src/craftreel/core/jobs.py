@@ -71,6 +71,12 @@ class JobRun:
     attempt: int
     worker_id: str
     queue: JobQueue
+    max_attempts: int = 1
+
+    @property
+    def last_attempt(self) -> bool:
+        """No retry follows if this attempt fails (a handler may then record a final outcome)."""
+        return self.attempt >= self.max_attempts
 
     async def still_mine(self) -> None:
         """Raise LeaseLost if another runner has taken this job."""
@@ -117,14 +123,16 @@ class JobQueue:
         *,
         run_at: datetime | None = None,
         dedupe_key: str | None = None,
+        max_attempts: int | None = None,
     ) -> UUID:
-        """Add a job with the current transaction; runners hear of it once that commits."""
+        """Add a job with the current transaction; runners hear of it once that commits.
+        ``max_attempts`` overrides the queue's (the setting) for this job."""
         job = Job(
             id=uuid7(),
             kind=kind,
             payload=payload,
             run_at=run_at or utcnow(),
-            max_attempts=self.max_attempts,
+            max_attempts=max_attempts or self.max_attempts,
             dedupe_key=dedupe_key,
         )
         uow.session.add(job)
@@ -193,7 +201,9 @@ class JobQueue:
         if job is None:
             return None
         handler = self.handlers.get(job.kind)
-        run = JobRun(job.id, job.kind, dict(job.payload), job.attempts, worker_id, self)
+        run = JobRun(
+            job.id, job.kind, dict(job.payload), job.attempts, worker_id, self, job.max_attempts
+        )
         task = asyncio.create_task(self._call(handler, run))
         renewer = asyncio.create_task(self._keep_lease(job.id, worker_id, task))
         error: BaseException | None = None

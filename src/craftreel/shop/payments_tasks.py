@@ -27,7 +27,9 @@ def register(ctx: AppContext) -> None:
         )
 
     async def execute_transfer(run: JobRun) -> None:
-        await payments.execute_transfer(ctx, UUID(str(run.payload["transfer_id"])))
+        await payments.execute_transfer(
+            ctx, UUID(str(run.payload["transfer_id"])), last_attempt=run.last_attempt
+        )
 
     ctx.jobs.register(payments.EXECUTE_TRANSFER, execute_transfer)
     ctx.jobs.register(payments.DELIVER_TEST_WEBHOOK, deliver_test_webhook)

@@ -46,6 +46,7 @@ from craftreel.shop.payments.connect import (
     link_payout_account,
     payout_account,
     refresh_account,
+    retry_transfer,
     start_onboarding,
     transfer_group,
 )
@@ -65,11 +66,15 @@ from craftreel.shop.payments.errors import (
     ProviderNotAvailable,
     ProviderRefused,
     RefundTooLarge,
+    TransferNotFailed,
+    TransferNotFound,
+    TransferNotRetryable,
     WebhookPayloadInvalid,
     WebhookSignatureInvalid,
 )
 from craftreel.shop.payments.ledger import (
     balance,
+    failure_text,
     platform_fee,
     share,
 )
@@ -126,6 +131,7 @@ from craftreel.shop.payments.schemas import (
     PayoutAccountOut,
     RefundCreate,
     RefundOut,
+    TransferOut,
     WebhookReceipt,
 )
 from craftreel.shop.payments.service import (
@@ -209,6 +215,10 @@ __all__ = [
     "TestProviderIntent",
     "TestProviderRefund",
     "TransferKind",
+    "TransferNotFailed",
+    "TransferNotFound",
+    "TransferNotRetryable",
+    "TransferOut",
     "TransferRequest",
     "TransferStatus",
     "WebhookEvent",
@@ -225,6 +235,7 @@ __all__ = [
     "deliver_test_webhook",
     "execute_refund",
     "execute_transfer",
+    "failure_text",
     "get_payment",
     "handle_webhook",
     "latest_payment",
@@ -240,6 +251,7 @@ __all__ = [
     "refresh_account",
     "refund_order",
     "refund_out",
+    "retry_transfer",
     "share",
     "sign_webhook",
     "start_onboarding",

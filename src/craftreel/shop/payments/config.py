@@ -55,6 +55,10 @@ class PaymentSettings:
     stripe_connect_webhook_secret: str | None
     stripe_api_base: str
     reconcile_after: timedelta
+    #: How many times a transfer's job asks a provider that does not answer before giving up.
+    transfer_max_attempts: int
+    #: Where alerts that need a person go ("" = the log only).
+    operator_email: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PaymentSettings:
@@ -96,4 +100,6 @@ class PaymentSettings:
                 setting(settings, "stripe_api_base", "https://api.stripe.com")
             ).rstrip("/"),
             reconcile_after=timedelta(seconds=int(reconcile)),
+            transfer_max_attempts=int(setting(settings, "transfer_max_attempts", 10)),
+            operator_email=str(setting(settings, "operator_email", "") or "").strip(),
         )

@@ -11,6 +11,14 @@ Why a seller is paid exactly once, whatever the timing:
   transfer. A reversal is keyed by its refund (``reversal-<refund>``) the same way.
 - The provider is asked outside any transaction; what it said is recorded by a conditional
   update (pending → succeeded or failed), so a late twin finds nothing left to do.
+- A provider that does not answer (a network error, a 5xx, a 429) is asked again by the
+  transfer's job, with backoff, under the same key, up to ``transfer_max_attempts`` times. A
+  refusal (a 4xx: the platform's balance is short, the account cannot take transfers) or the
+  last unanswered attempt marks the row failed with its reason — no ledger row is written —
+  and alerts the operator. ``retry_transfer`` (``craftreel payments retry-transfer``) sends a
+  failed one again: it first asks the provider whether the transfer was made after all, and
+  sends what the order still owes the seller under a new key (the refused key's answer is
+  remembered by the provider).
 - ``account.updated`` events are applied from the account as the provider shows it *now*, so
   two events arriving in the wrong order cannot leave a stale state behind; payout events
   write ledger rows unique by payout, and a failed payout's rows net to zero whichever of its
@@ -24,12 +32,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from craftreel.core.clock import utcnow
 from craftreel.core.db import UnitOfWork
 from craftreel.core.ids import uuid7
+from craftreel.core.mail import Mail
 from craftreel.shop import repository as shop_repo
 from craftreel.shop.models import Order, Shop
 from craftreel.shop.payments.config import (
@@ -42,9 +52,19 @@ from craftreel.shop.payments.errors import (
     PayoutsNotAvailable,
     PayoutsNotEnabled,
     ProviderRefused,
+    TransferNotFailed,
+    TransferNotFound,
+    TransferNotRetryable,
 )
-from craftreel.shop.payments.ledger import add_shop_entry, platform_fee
+from craftreel.shop.payments.ledger import (
+    TRANSFER_FAILED,
+    UNANSWERED,
+    add_shop_entry,
+    failure_text,
+    platform_fee,
+)
 from craftreel.shop.payments.models import (
+    LedgerEntry,
     LedgerKind,
     Payment,
     PaymentTransfer,
@@ -62,6 +82,7 @@ from craftreel.shop.payments.providers.base import (
 )
 from craftreel.shop.payments.repository import changed
 from craftreel.shop.payments.schemas import OnboardingLinkOut, PayoutAccountOut
+from craftreel.shop.prices import format_price
 from craftreel.shop.service import NoShop
 
 if TYPE_CHECKING:
@@ -308,12 +329,13 @@ async def queue_transfers(
         _queue_execute(ctx, uow, transfer_id)
 
 
-def _queue_execute(ctx: AppContext, uow: UnitOfWork, transfer_id: UUID) -> None:
+def _queue_execute(ctx: AppContext, uow: UnitOfWork, transfer_id: UUID, retry: int = 0) -> None:
     ctx.jobs.enqueue(
         uow,
         EXECUTE_TRANSFER,
         {"transfer_id": str(transfer_id)},
-        dedupe_key=f"{EXECUTE_TRANSFER}:{transfer_id}",
+        dedupe_key=f"{EXECUTE_TRANSFER}:{transfer_id}" + (f":retry-{retry}" if retry else ""),
+        max_attempts=PaymentSettings.from_settings(ctx.settings).transfer_max_attempts,
     )
 
 
@@ -356,9 +378,13 @@ async def reversal_of(ctx: AppContext, refund_id: UUID) -> UUID | None:
         )
 
 
-async def execute_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
+async def execute_transfer(
+    ctx: AppContext, transfer_id: UUID, *, last_attempt: bool = False
+) -> TransferStatus:
     """Ask the provider for a pending transfer or reversal (idempotent by its key) and record
-    the answer. A provider that cannot be reached raises, so the job tries again."""
+    the answer. A provider that cannot be reached raises, so the job tries again — unless
+    this is its ``last_attempt``: then the row fails (``provider_unavailable``) and the
+    operator is told. A refusal fails the row and tells the operator at once."""
     async with ctx.uow() as uow:
         row = await uow.session.get(PaymentTransfer, transfer_id, populate_existing=True)
         if row is None:
@@ -388,8 +414,9 @@ async def execute_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus
             assert parent_id is not None
             parent_status = await execute_transfer(ctx, parent_id)
             if parent_status == TransferStatus.FAILED:
-                # Nothing reached the seller, so there is nothing to take back.
-                return await _settle_transfer(ctx, transfer_id, None, "transfer_failed")
+                # Nothing reached the seller, so there is nothing to take back (a retried
+                # transfer sends only what the order still owes them).
+                return await _settle_transfer(ctx, transfer_id, None, TRANSFER_FAILED)
             async with ctx.uow() as uow:
                 parent = await uow.session.get(PaymentTransfer, parent_id)
                 assert parent is not None and parent.provider_ref is not None
@@ -402,31 +429,169 @@ async def execute_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus
             )
     except ProviderRefused as exc:
         code = str(exc.details.get("provider_code") or "refused")
-        log.error(
-            "the provider refused a transfer",
-            extra={"transfer_id": str(transfer_id), "kind": kind, "code": code},
-        )
         return await _settle_transfer(ctx, transfer_id, None, code)
+    except PaymentProviderError:
+        if not last_attempt:
+            raise  # the job asks again, with backoff, under the same key
+        return await _settle_transfer(ctx, transfer_id, None, UNANSWERED)
     return await _settle_transfer(ctx, transfer_id, done.ref, None)
 
 
 async def _settle_transfer(
     ctx: AppContext, transfer_id: UUID, ref: str | None, failure_code: str | None
 ) -> TransferStatus:
+    """Record the provider's answer once (pending → succeeded or failed); a failure is logged
+    and the operator is mailed in the same transaction. No ledger row either way: the ledger
+    already holds the seller's share, and it stays theirs until it is sent."""
     status = TransferStatus.FAILED if failure_code else TransferStatus.SUCCEEDED
     async with ctx.uow() as uow:
-        await uow.session.execute(
+        settled = await uow.session.execute(
             update(PaymentTransfer)
             .where(
                 PaymentTransfer.id == transfer_id,
                 PaymentTransfer.status == TransferStatus.PENDING,
             )
-            .values(status=status, provider_ref=ref, failure_code=failure_code)
+            .values(
+                status=status,
+                provider_ref=ref,
+                failure_code=failure_code,
+                failed_at=utcnow() if failure_code else None,
+            )
             .execution_options(synchronize_session=False)
         )
         row = await uow.session.get(PaymentTransfer, transfer_id, populate_existing=True)
         assert row is not None
+        if changed(settled) and failure_code is not None and failure_code != TRANSFER_FAILED:
+            await _alert_operator(ctx, uow, row)
         return TransferStatus(row.status)
+
+
+async def _alert_operator(ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer) -> None:
+    """Log a failed transfer or reversal loudly, and mail the operator when there is one."""
+    shop = await uow.session.get(Shop, row.shop_id)
+    shop_name = f"{shop.name} (@{shop.handle})" if shop else str(row.shop_id)
+    amount = format_price(row.amount, row.currency)
+    log.error(
+        "a transfer failed",
+        extra={
+            "transfer_id": str(row.id),
+            "kind": row.kind,
+            "order_id": str(row.order_id),
+            "code": row.failure_code,
+        },
+    )
+    operator = PaymentSettings.from_settings(ctx.settings).operator_email
+    if not operator:
+        return
+    if row.kind == TransferKind.TRANSFER:
+        subject = f"Craftreel: a transfer of {amount} to {shop_name} failed"
+        what = (
+            f"Stripe did not send {amount} to the connected account {row.destination} "
+            f"of {shop_name} for order {row.order_id}."
+        )
+        after = (
+            "Nothing was written to the seller's ledger: the money stays on the platform's "
+            "balance, owed to them, and their dashboard shows the transfer as not sent."
+        )
+    else:
+        subject = f"Craftreel: taking back {amount} from {shop_name} failed"
+        what = (
+            f"Stripe did not take {amount} back from the connected account {row.destination} "
+            f"of {shop_name} for refund {row.refund_id} of order {row.order_id}."
+        )
+        after = "The buyer's refund was made; the seller's part of it is still in their account."
+    text = "\n".join(
+        [
+            what,
+            "",
+            f"Why: {failure_text(row.failure_code)} ({row.failure_code}).",
+            "",
+            after,
+            "",
+            "Once the cause is fixed, send it again with:",
+            f"    craftreel payments retry-transfer {row.id}",
+            "",
+        ]
+    )
+    ctx.outbox.queue(uow, Mail(to=operator, subject=subject, text=text))
+
+
+async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
+    """Send a failed transfer or reversal again (an operator's command, once its cause is
+    fixed); its outcome now, or pending when the provider did not answer (its job goes on).
+
+    A transfer is looked for at the provider first — one whose every attempt went unanswered
+    may have been made — and then sent as what the order still owes the seller (its ledger:
+    refunds made meanwhile took nothing back from a transfer that never arrived), under a new
+    key, since the provider remembers the refused key's answer. A reversal keeps its key when
+    its outcome was unknown and takes a new one after a refusal.
+    """
+    connect = _connect(ctx)
+    async with ctx.uow() as uow:
+        row = await uow.session.get(PaymentTransfer, transfer_id, populate_existing=True)
+        if row is None:
+            raise TransferNotFound()
+        if row.status != TransferStatus.FAILED:
+            raise TransferNotFailed(status=row.status)
+        payment = await uow.session.get(Payment, row.payment_id)
+        assert payment is not None
+        group, order_id = transfer_group(payment.checkout_id), row.order_id
+        amount = row.amount
+        if row.kind == TransferKind.TRANSFER:
+            owed = await uow.session.scalar(
+                select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+                    LedgerEntry.order_id == row.order_id
+                )
+            )
+            amount = min(row.amount, int(owed or 0))
+            if amount <= 0:
+                raise TransferNotRetryable(
+                    "Nothing is left to send: the order was refunded.", owed=int(owed or 0)
+                )
+        elif row.failure_code == TRANSFER_FAILED:
+            raise TransferNotRetryable(
+                "Its transfer was never made, so there is nothing to take back; retry the "
+                "transfer instead (it sends only what the order still owes).",
+                transfer_id=str(row.transfer_id),
+            )
+    made = (
+        await connect.find_transfer(group, str(order_id))
+        if row.kind == TransferKind.TRANSFER
+        else None
+    )
+    async with ctx.uow() as uow:
+        retries = row.retries + 1
+        if row.kind == TransferKind.TRANSFER:
+            key = f"transfer-{row.order_id}-retry-{retries}"
+        elif row.failure_code == UNANSWERED:
+            key = row.idempotency_key  # it may have been made: only its own key can tell
+        else:
+            key = f"reversal-{row.refund_id}-retry-{retries}"
+        values: dict[str, object] = {"retries": retries, "failed_at": None, "failure_code": None}
+        if made is not None:
+            log.warning("a failed transfer had been made after all", extra={"ref": made.ref})
+            values |= {"status": TransferStatus.SUCCEEDED, "provider_ref": made.ref}
+        else:
+            values |= {"status": TransferStatus.PENDING, "idempotency_key": key, "amount": amount}
+        moved = await uow.session.execute(
+            update(PaymentTransfer)
+            .where(
+                PaymentTransfer.id == transfer_id,
+                PaymentTransfer.status == TransferStatus.FAILED,
+                PaymentTransfer.retries == row.retries,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if not changed(moved):
+            raise TransferNotFailed()
+        if made is not None:
+            return TransferStatus.SUCCEEDED
+        _queue_execute(ctx, uow, transfer_id, retry=retries)
+    try:
+        return await execute_transfer(ctx, transfer_id)
+    except PaymentProviderError:
+        return TransferStatus.PENDING  # its job asks again
 
 
 async def try_transfer(ctx: AppContext, transfer_id: UUID) -> None:

@@ -128,3 +128,24 @@ class WebhookPayloadInvalid(DomainError):
     status_code = 400
     code = "webhook_payload_invalid"
     message = "The webhook event could not be read."
+
+
+class TransferNotFound(NotFound):
+    """No such transfer or reversal."""
+
+    code = "transfer_not_found"
+    message = "No such transfer."
+
+
+class TransferNotFailed(Conflict):
+    """Only a transfer that failed can be sent again."""
+
+    code = "transfer_not_failed"
+    message = "Only a failed transfer can be sent again."
+
+
+class TransferNotRetryable(Conflict):
+    """A failed transfer that must not be sent again as it is (see the message)."""
+
+    code = "transfer_not_retryable"
+    message = "This transfer cannot be sent again."

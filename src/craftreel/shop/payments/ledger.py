@@ -26,10 +26,14 @@ from craftreel.shop.models import (
 from craftreel.shop.payments.models import (
     LedgerEntry,
     LedgerKind,
+    PaymentTransfer,
+    TransferKind,
+    TransferStatus,
 )
 from craftreel.shop.payments.schemas import (
     BalanceOut,
     LedgerEntryOut,
+    TransferOut,
 )
 from craftreel.shop.service import NoShop
 
@@ -146,4 +150,59 @@ async def balance(
             for e in items
         ],
         next_cursor=next_cursor,
+        failed_transfers=await failed_transfers(uow.session, shop.id),
+    )
+
+
+# --- transfers that failed -------------------------------------------------------------
+
+#: A transfer's failure code when the provider never answered any attempt: it may or may not
+#: have made it, so only a look at the provider (or the same key) may send it again.
+UNANSWERED = "provider_unavailable"
+#: A reversal's failure code when its transfer failed: there was nothing to take back.
+TRANSFER_FAILED = "transfer_failed"
+#: Why a transfer failed, as a person reads it (a provider code not here: "refused").
+FAILURES = {
+    "balance_insufficient": "the platform's Stripe balance could not cover it",
+    "insufficient_funds": "the platform's Stripe balance could not cover it",
+    "account_invalid": "the Stripe account it goes to cannot receive transfers",
+    "transfers_not_allowed": "the Stripe account it goes to cannot receive transfers",
+    "amount_too_large": "it is more than is left of the transfer",
+    UNANSWERED: "Stripe did not answer, however often it was asked",
+    TRANSFER_FAILED: "its transfer was never made",
+}
+
+
+def failure_text(code: str | None) -> str:
+    """Why a transfer failed, in words (lower case: it goes inside a sentence)."""
+    return FAILURES.get(code or "", f"Stripe refused it ({code or 'no reason given'})")
+
+
+async def failed_transfers(session: AsyncSession, shop_id: UUID) -> list[TransferOut]:
+    """The shop's transfers that failed (newest first): money owed to it, not yet sent."""
+    rows = await session.scalars(
+        select(PaymentTransfer)
+        .where(
+            PaymentTransfer.shop_id == shop_id,
+            PaymentTransfer.kind == TransferKind.TRANSFER,
+            PaymentTransfer.status == TransferStatus.FAILED,
+        )
+        .order_by(PaymentTransfer.created_at.desc(), PaymentTransfer.id.desc())
+        .limit(20)
+    )
+    return [transfer_out(row) for row in rows.all()]
+
+
+def transfer_out(row: PaymentTransfer) -> TransferOut:
+    return TransferOut(
+        id=row.id,
+        kind=row.kind,
+        order_id=row.order_id,
+        amount=row.amount,
+        currency=row.currency,
+        status=row.status,
+        failure_code=row.failure_code,
+        failure=failure_text(row.failure_code) if row.failure_code else None,
+        failed_at=row.failed_at,
+        retries=row.retries,
     )

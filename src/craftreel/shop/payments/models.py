@@ -240,7 +240,12 @@ class PaymentTransfer(Base):
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(10), default=TransferStatus.PENDING)
     provider_ref: Mapped[str | None] = mapped_column(String(255))
+    #: Why it failed: the provider's code for a refusal, ``provider_unavailable`` when every
+    #: attempt went unanswered.
     failure_code: Mapped[str | None] = mapped_column(String(60))
+    failed_at: Mapped[datetime | None]
+    #: How often an operator sent it again (``craftreel payments retry-transfer``).
+    retries: Mapped[int] = mapped_column(default=0, server_default="0")
     idempotency_key: Mapped[str] = mapped_column(String(120), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

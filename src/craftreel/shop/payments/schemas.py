@@ -71,6 +71,22 @@ class LedgerEntryOut(BaseModel):
     created_at: datetime
 
 
+class TransferOut(BaseModel):
+    """Money sent to (or, for a reversal, taken back from) a seller's connected account."""
+
+    id: UUID
+    kind: str
+    order_id: UUID
+    amount: int
+    currency: str
+    status: str
+    #: Why it failed: the provider's code, and the same as a person reads it.
+    failure_code: str | None = None
+    failure: str | None = None
+    failed_at: datetime | None = None
+    retries: int = 0
+
+
 class BalanceOut(BaseModel):
     shop_handle: str
     currency: str
@@ -78,6 +94,8 @@ class BalanceOut(BaseModel):
     balance: int
     entries: list[LedgerEntryOut]
     next_cursor: str | None
+    #: Transfers of the shop's share that failed (newest first): owed, not yet sent.
+    failed_transfers: list[TransferOut] = []
 
 
 class WebhookReceipt(BaseModel):
@@ -123,3 +141,5 @@ class OrderMoneyOut(BaseModel):
     refunds: list[RefundOut]
     transfer_status: str | None = None
     transfer_amount: int | None = None
+    #: Why the transfer failed, as a person reads it.
+    transfer_failure: str | None = None

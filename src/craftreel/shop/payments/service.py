@@ -52,6 +52,7 @@ from craftreel.shop.payments.errors import (
 )
 from craftreel.shop.payments.ledger import (
     add_entry,
+    failure_text,
     platform_fee,
     share,
 )
@@ -67,6 +68,7 @@ from craftreel.shop.payments.models import (
     RefundReason,
     RefundStatus,
     TransferKind,
+    TransferStatus,
 )
 from craftreel.shop.payments.providers import (
     provider_named,
@@ -865,4 +867,7 @@ async def order_money(uow: UnitOfWork, seller: User, order_id: UUID) -> OrderMon
         refunds=[refund_out(r) for r in refunds],
         transfer_status=transfer.status if transfer else None,
         transfer_amount=transfer.amount if transfer else None,
+        transfer_failure=failure_text(transfer.failure_code)
+        if transfer and transfer.status == TransferStatus.FAILED
+        else None,
     )

@@ -156,6 +156,10 @@ class ConnectProvider(Protocol):
         """Take ``amount`` of a transfer back; the same key twice is one reversal."""
         ...
 
+    async def find_transfer(self, transfer_group: str, order_id: str) -> ProviderTransfer | None:
+        """The transfer made for an order (by its metadata) in a group, if there is one."""
+        ...
+
 
 class PaymentProvider(Protocol):
     """What every payment provider offers. Calls are idempotent by the key they carry."""

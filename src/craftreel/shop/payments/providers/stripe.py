@@ -218,6 +218,16 @@ class StripeProvider:
         )
         return ProviderTransfer(ref=str(reversal["id"]), amount=int(reversal["amount"]))
 
+    async def find_transfer(self, transfer_group: str, order_id: str) -> ProviderTransfer | None:
+        # A checkout's group holds one transfer per shop in it: one page is all of them.
+        found = await self._call(
+            "GET", "/v1/transfers", params={"transfer_group": transfer_group, "limit": "100"}
+        )
+        for transfer in found.get("data") or []:
+            if (transfer.get("metadata") or {}).get("order_id") == order_id:
+                return ProviderTransfer(ref=str(transfer["id"]), amount=int(transfer["amount"]))
+        return None
+
     @staticmethod
     def _account(account: dict[str, Any]) -> ConnectedAccount:
         return ConnectedAccount(

@@ -1,0 +1,331 @@
+"""Transfers to sellers that Stripe does not make: a provider that does not answer (a network
+error, a 5xx, a 429) is asked again by the job, with backoff, under the same key, a bounded
+number of times; a refusal (a 4xx) or the last unanswered attempt fails the transfer with its
+reason, writes no ledger row, mails the operator and shows on the seller's dashboard; and
+``craftreel payments retry-transfer`` sends it again without ever paying twice. Against the
+local Stripe stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from craftreel.cli import main
+from craftreel.context import AppContext
+from craftreel.core.clock import utcnow
+from craftreel.core.jobs import Job, JobStatus
+from craftreel.core.money import apply_rate
+from craftreel.shop import payments
+from craftreel.shop.payments import PaymentTransfer
+from tests.accounts.test_pages import Browser
+from tests.conftest import Outbox, client_for, fresh_context
+from tests.factories import Person, sign_up
+from tests.shop.test_checkout import seller_with_listing
+from tests.shop.test_payments import (
+    FEE_BPS,
+    StripeStandIn,
+    StripeWorld,
+    _settings,
+    buy_from,
+    checkout_status,
+    ledger,
+    onboard,
+    payments_app,
+    stand_in,
+    stripe_pay,
+)
+from tests.shop.test_views import text_of
+
+OPERATOR = "ops@craftreel.example"
+ATTEMPTS = 4
+
+
+@pytest.fixture
+async def stripe(
+    backend: str, database_urls: dict[str, str], tmp_path: Path, stand_in: StripeStandIn
+) -> AsyncIterator[StripeWorld]:
+    """The Stripe world of the payment tests, with an operator to alert and few attempts."""
+    settings = _settings(
+        database_urls[backend],
+        tmp_path,
+        payment_provider="stripe",
+        stripe_secret_key=StripeStandIn.api_key,
+        stripe_webhook_secret=StripeStandIn.webhook_secret,
+        stripe_connect_webhook_secret=StripeStandIn.connect_webhook_secret,
+        stripe_api_base=stand_in.url,
+        operator_email=OPERATOR,
+        transfer_max_attempts=ATTEMPTS,
+    )
+    async with (
+        fresh_context(settings) as context,
+        payments_app(settings, context) as application,
+        client_for(application) as client,
+    ):
+        yield StripeWorld(context, client, stand_in, application)
+
+
+async def paid_two_shops(
+    world: StripeWorld,
+) -> tuple[dict[str, Any], dict[str, str], dict[str, Person]]:
+    """Two onboarded shops and a paid checkout with an order from each; its webhooks handled,
+    its transfers queued and not yet run. (checkout, account by shop, seller by shop)"""
+    client, stand_in = world.client, world.stand_in
+    potter, mug = await seller_with_listing(client, "xpotter", price=2500)
+    weaver, rug = await seller_with_listing(client, "xweaver", price=4175)
+    accounts = {
+        "xpotter-studio": await onboard(world, potter),
+        "xweaver-studio": await onboard(world, weaver),
+    }
+    buyer = await sign_up(client, "xbuyer")
+    started = await buy_from(world, buyer, mug, rug)
+    stand_in.events.clear()
+    assert (await stripe_pay(world, buyer, started["id"], "x")).status_code == 201
+    for event in stand_in.events_of("payment_intent.succeeded"):
+        assert (await world.deliver(event)).status_code == 200
+    assert await checkout_status(world.ctx, started["id"]) == "paid"
+    return started, accounts, {"xpotter-studio": potter, "xweaver-studio": weaver}
+
+
+async def transfer_jobs(ctx: AppContext) -> list[Job]:
+    async with ctx.sessions() as session:
+        rows = await session.scalars(
+            select(Job).where(Job.kind == payments.EXECUTE_TRANSFER).order_by(Job.created_at)
+        )
+        return list(rows.all())
+
+
+async def run_transfer_jobs(ctx: AppContext) -> list[str]:
+    """Run each queued transfer job once, its backoff skipped; the statuses they end in."""
+    async with ctx.uow() as uow:
+        await uow.session.execute(
+            update(Job)
+            .where(Job.kind == payments.EXECUTE_TRANSFER, Job.status == JobStatus.QUEUED)
+            .values(run_at=utcnow())
+        )
+    outcomes = []
+    for job in await transfer_jobs(ctx):
+        if job.status == JobStatus.QUEUED:
+            outcomes.append(str(await ctx.jobs.run(job.id, "test-worker")))
+    return outcomes
+
+
+async def transfer_rows(ctx: AppContext) -> dict[UUID, PaymentTransfer]:
+    """The transfers (not reversals), by order."""
+    async with ctx.sessions() as session:
+        rows = await session.scalars(
+            select(PaymentTransfer).where(PaymentTransfer.kind == payments.TransferKind.TRANSFER)
+        )
+        return {row.order_id: row for row in rows.all()}
+
+
+def transfer_keys(stand_in: StripeStandIn) -> list[str]:
+    return [headers["idempotency-key"] for _, headers in stand_in.calls("POST", "/v1/transfers")]
+
+
+def operator_mail(world: StripeWorld) -> list[str]:
+    outbox = Outbox(world.ctx.settings.mail_dir)
+    found = []
+    for message in outbox.messages():
+        if str(message["To"]) == OPERATOR:
+            payload = message.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            found.append(f"{message['Subject']}\n{payload.decode()}")
+    return found
+
+
+def share(order: dict[str, Any]) -> int:
+    return int(order["total"]) - apply_rate(int(order["total"]), FEE_BPS)
+
+
+async def test_an_unanswered_transfer_is_retried_with_backoff_under_the_same_key(
+    stripe: StripeWorld,
+) -> None:
+    ctx, stand_in = stripe.ctx, stripe.stand_in
+    # Stripe is down, then busy, then makes one transfer but its answer is lost.
+    stand_in.fail_next("POST", "/v1/transfers", 500, times=2)
+    stand_in.fail_next("POST", "/v1/transfers", 429, "rate_limit")
+    stand_in.fail_next("POST", "/v1/transfers", 500, after_doing_it=True)
+    started, _, _ = await paid_two_shops(stripe)
+    ledger_before = sorted(await ledger(ctx))
+
+    assert await run_transfer_jobs(ctx) == ["queued", "queued"]
+    jobs = await transfer_jobs(ctx)
+    assert all(job.run_at > utcnow() and job.last_error for job in jobs)  # backing off
+    assert await run_transfer_jobs(ctx) == ["queued", "queued"]  # 429, answer lost
+    assert await run_transfer_jobs(ctx) == ["done", "done"]
+
+    rows = await transfer_rows(ctx)
+    assert sorted(row.status for row in rows.values()) == ["succeeded", "succeeded"]
+    # Every attempt carried the order's one key, so the lost answer cost no second transfer.
+    keys = transfer_keys(stand_in)
+    assert len(keys) == 6
+    assert set(keys) == {f"transfer-{order['id']}" for order in started["orders"]}
+    assert sorted(t["amount"] for t in stand_in.transfers.values()) == sorted(
+        share(order) for order in started["orders"]
+    )
+    assert sorted(await ledger(ctx)) == ledger_before
+    assert operator_mail(stripe) == []
+
+
+async def test_a_refused_transfer_fails_alerts_and_shows_and_can_be_sent_again(
+    stripe: StripeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, stand_in, client = stripe.ctx, stripe.stand_in, stripe.client
+    started, accounts, sellers = await paid_two_shops(stripe)
+    ledger_before = sorted(await ledger(ctx))
+    mug_order = next(o for o in started["orders"] if o["shop_handle"] == "xpotter-studio")
+    rug_order = next(o for o in started["orders"] if o["shop_handle"] == "xweaver-studio")
+    # The weaver's account was switched off at Stripe; the platform's balance is short for
+    # the potter's transfer.
+    stand_in.accounts[accounts["xweaver-studio"]]["charges_enabled"] = False
+    stand_in.fail_next(
+        "POST",
+        "/v1/transfers",
+        400,
+        "balance_insufficient",
+        when={"destination": accounts["xpotter-studio"]},
+    )
+
+    assert await run_transfer_jobs(ctx) == ["done", "done"]  # a refusal is not retried
+    assert await run_transfer_jobs(ctx) == []
+    rows = await transfer_rows(ctx)
+    mug_row, rug_row = rows[UUID(mug_order["id"])], rows[UUID(rug_order["id"])]
+    assert (mug_row.status, mug_row.failure_code) == ("failed", "balance_insufficient")
+    assert (rug_row.status, rug_row.failure_code) == ("failed", "account_invalid")
+    assert mug_row.failed_at is not None and rug_row.failed_at is not None
+    assert stand_in.transfers == {}
+    assert sorted(await ledger(ctx)) == ledger_before  # nothing written to the ledger
+
+    # The operator is told, once per transfer, with what to run.
+    alerts = operator_mail(stripe)
+    assert len(alerts) == 2
+    mug_alert = next(a for a in alerts if str(mug_row.id) in a)
+    assert "could not cover it (balance_insufficient)" in mug_alert
+    assert f"craftreel payments retry-transfer {mug_row.id}" in mug_alert
+    assert (
+        f"Stripe did not send £{share(mug_order) / 100:.2f} to the connected account" in mug_alert
+    )
+
+    # The seller sees it on the dashboard (and the API), with the reason.
+    balance = (
+        await client.get("/api/v1/shops/mine/balance", headers=sellers["xweaver-studio"].auth)
+    ).json()
+    [failed] = balance["failed_transfers"]
+    assert (failed["id"], failed["amount"], failed["failure_code"]) == (
+        str(rug_row.id),
+        share(rug_order),
+        "account_invalid",
+    )
+    transport = httpx.ASGITransport(app=stripe.app, client=("203.0.113.91", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as browser:
+        weaver = Browser(browser)
+        assert (await weaver.sign_in(sellers["xweaver-studio"].email)).status_code == 303
+        page = text_of(await weaver.get("/sell"))
+        assert "Not sent to your Stripe account yet." in page
+        assert "The Stripe account it goes to cannot receive transfers" in page
+        order_page = text_of(await weaver.get(f"/sell/orders/{rug_order['id']}"))
+        assert "could not be sent to your Stripe account" in order_page
+
+    # Meanwhile the buyer gets part of the potter's order back: nothing is taken back from a
+    # transfer that never arrived, so a retry sends only what the order still owes.
+    refunded = await client.post(
+        f"/api/v1/orders/{mug_order['id']}/refunds",
+        headers=sellers["xpotter-studio"].auth,
+        json={"amount": 1000},
+    )
+    assert refunded.status_code == 201 and refunded.json()["status"] == "succeeded"
+    owed = share(mug_order) - (
+        1000 - payments.share(apply_rate(mug_order["total"], FEE_BPS), 1000, mug_order["total"])
+    )
+
+    # The operator retries from the command line.
+    for name, value in {
+        "CRAFTREEL_ENVIRONMENT": "test",
+        "CRAFTREEL_DATABASE_URL": ctx.settings.effective_database_url,
+        "CRAFTREEL_VAR_DIR": str(ctx.settings.var_dir),
+        "CRAFTREEL_PAYMENT_PROVIDER": "stripe",
+        "CRAFTREEL_STRIPE_SECRET_KEY": StripeStandIn.api_key,
+        "CRAFTREEL_STRIPE_WEBHOOK_SECRET": StripeStandIn.webhook_secret,
+        "CRAFTREEL_STRIPE_API_BASE": stand_in.url,
+        "CRAFTREEL_PLATFORM_FEE_BPS": str(FEE_BPS),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    def retry(transfer_id: object) -> int:
+        with pytest.raises(SystemExit) as exited:
+            main(["payments", "retry-transfer", str(transfer_id)])
+        return int(exited.value.code or 0)
+
+    # The weaver's account is still off: refused again, under a new key (Stripe would
+    # answer the old key with its old refusal for a day).
+    assert await asyncio.to_thread(retry, rug_row.id) == 1
+    assert (await transfer_rows(ctx))[rug_row.order_id].status == "failed"
+    stand_in.accounts[accounts["xweaver-studio"]]["charges_enabled"] = True
+    assert await asyncio.to_thread(retry, rug_row.id) == 0
+    assert await asyncio.to_thread(retry, mug_row.id) == 0
+    rows = await transfer_rows(ctx)
+    assert [rows[r.order_id].status for r in (mug_row, rug_row)] == ["succeeded", "succeeded"]
+    assert rows[rug_row.order_id].retries == 2 and rows[mug_row.order_id].retries == 1
+    keys = transfer_keys(stand_in)
+    assert sorted(keys[:2]) == sorted(f"transfer-{o['id']}" for o in (mug_order, rug_order))
+    assert keys[2:] == [
+        f"transfer-{rug_order['id']}-retry-1",
+        f"transfer-{rug_order['id']}-retry-2",
+        f"transfer-{mug_order['id']}-retry-1",
+    ]
+    by_destination = {t["destination"]: t["amount"] for t in stand_in.transfers.values()}
+    assert by_destination == {
+        accounts["xweaver-studio"]: share(rug_order),
+        accounts["xpotter-studio"]: owed,
+    }
+    # Sent is sent: a retry, or the retry's job running too, pays no one twice.
+    assert await asyncio.to_thread(retry, mug_row.id) == 1
+    await run_transfer_jobs(ctx)
+    assert len(stand_in.transfers) == 2
+    assert await asyncio.to_thread(retry, "not-an-id") == 2
+    page_balance = (
+        await client.get("/api/v1/shops/mine/balance", headers=sellers["xweaver-studio"].auth)
+    ).json()
+    assert page_balance["failed_transfers"] == []
+
+
+async def test_a_transfer_never_answered_fails_after_its_attempts_and_a_retry_finds_it_made(
+    stripe: StripeWorld,
+) -> None:
+    ctx, stand_in = stripe.ctx, stripe.stand_in
+    # The first attempt was made at Stripe but its answer lost; then Stripe stays down.
+    stand_in.fail_next("POST", "/v1/transfers", 500, after_doing_it=True)
+    stand_in.fail_next("POST", "/v1/transfers", 503, times=2 * ATTEMPTS - 1)
+    started, _, _ = await paid_two_shops(stripe)
+    for _ in range(ATTEMPTS - 1):
+        assert await run_transfer_jobs(ctx) == ["queued", "queued"]
+    assert await run_transfer_jobs(ctx) == ["done", "done"]
+    rows = await transfer_rows(ctx)
+    assert {(r.status, r.failure_code) for r in rows.values()} == {
+        ("failed", "provider_unavailable")
+    }
+    assert len(transfer_keys(stand_in)) == 2 * ATTEMPTS
+    assert len(operator_mail(stripe)) == 2
+    [made] = stand_in.transfers.values()
+
+    # Sent again: the one Stripe made is found and recorded, the other is made once.
+    statuses = [await payments.retry_transfer(ctx, row.id) for row in rows.values()]
+    assert statuses == ["succeeded", "succeeded"]
+    assert len(stand_in.transfers) == 2
+    rows = await transfer_rows(ctx)
+    assert made["id"] in {row.provider_ref for row in rows.values()}
+    assert sorted(t["amount"] for t in stand_in.transfers.values()) == sorted(
+        share(order) for order in started["orders"]
+    )
+    with pytest.raises(payments.TransferNotFailed):
+        await payments.retry_transfer(ctx, next(iter(rows.values())).id)
+
+
+__all__ = ["stand_in"]  # the fixture, imported for these tests
