@@ -1,7 +1,7 @@
 """payments: a transfer the provider refused says when, and how often it was sent again
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-26 00:25:38
 
 ``failed_at`` is when a transfer or reversal was given up on (refused by the provider, or
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | Sequence[str] | None = "0011"
+down_revision: str | Sequence[str] | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
