@@ -942,7 +942,8 @@ class ForcedReply:
 
 class StripeStandIn:
     """Enough of Stripe's HTTP API for our calls: PaymentIntents (with Connect fields),
-    confirm, search, refunds, Connect (Express accounts, account links, transfers — made,
+    confirm, search, refunds (made, looked at, and — when a test holds them — pending until
+    it settles them), Connect (Express accounts, account links, transfers — made,
     listed by group — and their reversals), errors on demand (``fail_next``), idempotency
     keys (a key reused with other parameters is refused, as Stripe does), API-key checks —
     and the events it would send, signed the way Stripe signs them (events on connected
@@ -968,6 +969,9 @@ class StripeStandIn:
         self.accounts: dict[str, dict[str, Any]] = {}
         self.charges: dict[str, dict[str, Any]] = {}
         self.transfers: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
+        #: New refunds stay ``pending`` (until ``settle_refund``), as some do at Stripe.
+        self.hold_refunds = False
         #: Requests that reused an idempotency key with other parameters (Stripe: 400).
         self.key_reuses: list[str] = []
         self._replies: dict[str, tuple[dict[str, str], int, dict[str, Any]]] = {}
@@ -1065,6 +1069,32 @@ class StripeStandIn:
             self._emit(f"payout.{outcome}", payout, account=account)
             return self.events[-1]
 
+    def settle_refund(
+        self, ref: str, outcome: str, failure_reason: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A pending refund settles at Stripe (``succeeded``, ``failed`` or ``canceled``):
+        its ``refund.updated`` and ``charge.refund.updated`` events (and ``refund.failed``
+        or ``charge.refunded``), in the order Stripe sends them. A refund that did not
+        succeed gives its amount back to what is left to refund."""
+        with self._lock:
+            refund = self.refunds[ref]
+            assert refund["status"] == "pending", refund
+            refund["status"] = outcome
+            before = len(self.events)
+            if outcome == "succeeded":
+                self._emit(
+                    "charge.refunded",
+                    {"object": "charge", "payment_intent": refund["payment_intent"]},
+                )
+            else:
+                refund["failure_reason"] = failure_reason
+                self.intents[refund["payment_intent"]]["amount_refunded"] -= refund["amount"]
+            self._emit("charge.refund.updated", refund)
+            self._emit("refund.updated", refund)
+            if outcome == "failed":
+                self._emit("refund.failed", refund)
+            return self.events[before:]
+
     def fail_next(
         self,
         method: str,
@@ -1109,9 +1139,9 @@ class StripeStandIn:
             forced = self._forced_reply(method, url.path, form)
             if forced is not None and not forced.after_doing_it:
                 # Stripe keeps the answer of a request it looked at (a 4xx refusal) under
-                # its key; one it never got to (a 5xx, a 429) it does not.
+                # its key; one it never got to (a 5xx, a 429, a bad API key) it does not.
                 status, reply = forced.status, forced.body
-                if method == "POST" and key and status < 500 and status != 429:
+                if method == "POST" and key and status < 500 and status not in (401, 403, 429):
                     self._replies[key] = (form, status, reply)
             elif headers.get("authorization") != f"Bearer {self.api_key}":
                 status, reply = 401, {"error": {"type": "invalid_request_error"}}
@@ -1167,16 +1197,26 @@ class StripeStandIn:
                 or amount > intent["amount"] - intent["amount_refunded"]
             ):
                 return 400, {"error": {"type": "invalid_request_error", "code": "amount_too_large"}}
+            # A pending refund counts against what is left to refund until it fails.
             intent["amount_refunded"] += amount
             refund = {
                 "id": self._next("re"),
                 "object": "refund",
                 "amount": amount,
+                "charge": intent.get("latest_charge"),
                 "payment_intent": intent["id"],
-                "status": "succeeded",
+                "status": "pending" if self.hold_refunds else "succeeded",
+                "failure_reason": None,
+                "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
             }
-            self._emit("charge.refunded", {"object": "charge", "payment_intent": intent["id"]})
-            return 200, refund
+            self.refunds[refund["id"]] = refund
+            self._emit("refund.created", refund)
+            if refund["status"] == "succeeded":
+                self._emit("charge.refunded", {"object": "charge", "payment_intent": intent["id"]})
+            return 200, copy.deepcopy(refund)
+        if method == "GET" and len(parts) == 3 and parts[1] == "refunds":
+            found = self.refunds.get(parts[2])
+            return (200, found) if found else (404, {"error": {"code": "resource_missing"}})
         return 404, {"error": {"code": "resource_missing"}}
 
     def _create(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -1452,6 +1492,7 @@ async def test_stripe_destination_charge_webhook_then_refund(stripe: StripeWorld
         "amount": "500",
         "reverse_transfer": "true",
         "refund_application_fee": "true",
+        "metadata[refund_id]": refund.json()["id"],
     }
     assert refund_headers["idempotency-key"] == f"refund-{refund.json()['id']}"
     rows = await ledger(ctx)

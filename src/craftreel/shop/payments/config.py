@@ -26,6 +26,18 @@ CONNECT_PROVIDERS = ("stripe",)
 WEBHOOK_TOLERANCE_SECONDS = 300
 #: How many times the reconcile jobs look again at a payment or refund still in flight.
 RECONCILE_ROUNDS = 12
+#: A refund the provider holds as pending (Stripe does until its balance covers it, or the
+#: card's bank answers) is looked at for longer: after RECONCILE_ROUNDS, each wait doubles up
+#: to a day, for about two weeks in all; then a person is told.
+REFUND_RECONCILE_ROUNDS = 32
+REFUND_RECONCILE_MAX_WAIT = timedelta(days=1)
+
+
+def refund_reconcile_wait(round_: int, reconcile_after: timedelta) -> timedelta:
+    """How long the refund reconcile job waits before its round ``round_``."""
+    doublings = max(0, round_ - RECONCILE_ROUNDS + 1)
+    wait: timedelta = reconcile_after * (2 ** min(doublings, 20))
+    return min(wait, REFUND_RECONCILE_MAX_WAIT)
 
 
 # --- settings ---------------------------------------------------------------------------

@@ -39,9 +39,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from craftreel.core.clock import utcnow
 from craftreel.core.db import UnitOfWork
 from craftreel.core.ids import uuid7
-from craftreel.core.mail import Mail
 from craftreel.shop import repository as shop_repo
 from craftreel.shop.models import Order, Shop
+from craftreel.shop.payments.alerts import alert_operator
 from craftreel.shop.payments.config import (
     CONNECT_PROVIDERS,
     EXECUTE_TRANSFER,
@@ -471,18 +471,6 @@ async def _alert_operator(ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer
     shop = await uow.session.get(Shop, row.shop_id)
     shop_name = f"{shop.name} (@{shop.handle})" if shop else str(row.shop_id)
     amount = format_price(row.amount, row.currency)
-    log.error(
-        "a transfer failed",
-        extra={
-            "transfer_id": str(row.id),
-            "kind": row.kind,
-            "order_id": str(row.order_id),
-            "code": row.failure_code,
-        },
-    )
-    operator = PaymentSettings.from_settings(ctx.settings).operator_email
-    if not operator:
-        return
     if row.kind == TransferKind.TRANSFER:
         subject = f"Craftreel: a transfer of {amount} to {shop_name} failed"
         what = (
@@ -513,7 +501,19 @@ async def _alert_operator(ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer
             "",
         ]
     )
-    ctx.outbox.queue(uow, Mail(to=operator, subject=subject, text=text))
+    alert_operator(
+        ctx,
+        uow,
+        "a transfer failed",
+        {
+            "transfer_id": str(row.id),
+            "kind": row.kind,
+            "order_id": str(row.order_id),
+            "code": row.failure_code,
+        },
+        subject,
+        text,
+    )
 
 
 async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:

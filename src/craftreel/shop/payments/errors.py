@@ -71,6 +71,19 @@ class ProviderRefused(PaymentProviderError):
     message = "The payment service refused the request."
 
 
+#: Failure codes of a provider that refused our credentials (see ProviderAuthFailed).
+AUTHENTICATION_FAILED = "authentication_failed"
+PERMISSION_DENIED = "permission_denied"
+
+
+class ProviderAuthFailed(ProviderRefused):
+    """The provider refused our API key (401) or its permissions (403): no retry can help
+    until an operator fixes the key."""
+
+    code = "payment_provider_auth_failed"
+    message = "The payment service is not available right now. Try again later."
+
+
 class PayoutsNotEnabled(Conflict):
     """A shop in the checkout has not finished setting up payouts, so it cannot be paid
     through the provider that pays sellers out."""

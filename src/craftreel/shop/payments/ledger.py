@@ -23,6 +23,7 @@ from craftreel.shop import repository as shop_repo
 from craftreel.shop.models import (
     Order,
 )
+from craftreel.shop.payments.errors import AUTHENTICATION_FAILED, PERMISSION_DENIED
 from craftreel.shop.payments.models import (
     LedgerEntry,
     LedgerKind,
@@ -169,6 +170,8 @@ FAILURES = {
     "transfers_not_allowed": "the Stripe account it goes to cannot receive transfers",
     "amount_too_large": "it is more than is left of the transfer",
     UNANSWERED: "Stripe did not answer, however often it was asked",
+    AUTHENTICATION_FAILED: "Stripe did not accept the platform's API key",
+    PERMISSION_DENIED: "the platform's Stripe API key may not do this",
     TRANSFER_FAILED: "its transfer was never made",
 }
 

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from sqlalchemy import (
     case,
+    func,
     select,
     update,
 )
@@ -32,13 +33,18 @@ from craftreel.shop.models import (
     Shop,
 )
 from craftreel.shop.payments import connect
+from craftreel.shop.payments.alerts import alert_operator
 from craftreel.shop.payments.config import (
     RECONCILE_PAYMENT,
     RECONCILE_REFUND,
     RECONCILE_ROUNDS,
+    REFUND_RECONCILE_ROUNDS,
     PaymentSettings,
+    refund_reconcile_wait,
 )
 from craftreel.shop.payments.errors import (
+    AUTHENTICATION_FAILED,
+    PERMISSION_DENIED,
     CheckoutNotFound,
     CheckoutNotPayable,
     OrderNotCancellable,
@@ -96,6 +102,7 @@ from craftreel.shop.payments.schemas import (
     RefundCreate,
     RefundOut,
 )
+from craftreel.shop.prices import format_price
 
 if TYPE_CHECKING:
     from craftreel.accounts.models import User
@@ -637,7 +644,8 @@ async def _claim_refund(
 
 
 async def execute_refund(ctx: AppContext, refund_id: UUID) -> RefundStatus:
-    """Ask the provider for a claimed refund (idempotent by the refund's id) and record it."""
+    """Ask the provider for a claimed refund (idempotent by the refund's id) — or, once the
+    provider has it, how it stands now — and record the answer. The refund's status after."""
     async with ctx.uow() as uow:
         row = (
             await uow.session.execute(
@@ -653,45 +661,76 @@ async def execute_refund(ctx: AppContext, refund_id: UUID) -> RefundStatus:
             return RefundStatus(refund.status)
         if payment.provider_ref is None:
             raise PaymentProviderError("The payment has no provider reference.")
-        ref, amount = payment.provider_ref, refund.amount
+        ref, amount, refund_ref = payment.provider_ref, refund.amount, refund.provider_ref
         provider_name, reverse = payment.provider, payment.destination is not None
-    result = await provider_named(ctx, provider_name).refund(
-        ref, amount, f"refund-{refund_id}", reverse_transfer=reverse
-    )
+    provider = provider_named(ctx, provider_name)
+    if refund_ref is not None:
+        # The provider has it: asking to make it again would only replay its first answer
+        # (the same key), so look at it as it stands now.
+        result = await provider.retrieve_refund(refund_ref)
+    else:
+        result = await provider.refund(ref, amount, refund_id, reverse_transfer=reverse)
     async with ctx.uow() as uow:
-        await _record_refund(ctx, uow, refund_id, result)
+        status = await record_refund(ctx, uow, refund_id, result)
     # The seller's share of a transferred order comes back now if the provider answers (the
     # reversal's job is the safety net).
     reversal = await connect.reversal_of(ctx, refund_id)
     if reversal is not None:
         await connect.try_transfer(ctx, reversal)
-    return result.status
+    return status
 
 
-async def _record_refund(
+async def record_refund(
     ctx: AppContext, uow: UnitOfWork, refund_id: UUID, result: ProviderRefund
-) -> None:
+) -> RefundStatus:
+    """Bring a refund forward to what the provider says (from its answer, a later look, or a
+    webhook; in any order, any number of times) and return its status.
+
+    Pending stays pending (the provider's reference is kept, to look again). The one
+    transaction whose conditional update settles it does the rest, once: a failed (or
+    cancelled) refund gives its claim on the payment back and writes nothing else, as no
+    money moved; a succeeded one writes the ledger rows, queues the seller's reversal and
+    mails the buyer. A settled refund never moves again.
+    """
     session = uow.session
     refund = await session.get(Refund, refund_id, populate_existing=True)
-    if refund is None or refund.status != RefundStatus.PENDING:
-        return
+    if refund is None:
+        return RefundStatus.FAILED
+    if refund.status != RefundStatus.PENDING:
+        if result.status not in (RefundStatus.PENDING, refund.status):
+            log.error(
+                "provider reports another outcome for a settled refund; keeping ours",
+                extra={
+                    "refund_id": str(refund_id),
+                    "ours": refund.status,
+                    "theirs": result.status,
+                    "ref": result.ref,
+                },
+            )
+        return RefundStatus(refund.status)
     order = await locked_order(session, refund.order_id) if refund.order_id else None
     if result.status == RefundStatus.PENDING:
-        await session.execute(
-            update(Refund)
-            .where(Refund.id == refund_id, Refund.provider_ref.is_(None))
-            .values(provider_ref=result.ref)
-            .execution_options(synchronize_session=False)
-        )
-        return
+        if result.ref is not None:
+            await session.execute(
+                update(Refund)
+                .where(Refund.id == refund_id, Refund.provider_ref.is_(None))
+                .values(provider_ref=result.ref)
+                .execution_options(synchronize_session=False)
+            )
+        return RefundStatus.PENDING
     settled = await session.execute(
         update(Refund)
         .where(Refund.id == refund_id, Refund.status == RefundStatus.PENDING)
-        .values(status=result.status, provider_ref=result.ref, failure_code=result.failure_code)
+        .values(
+            status=result.status,
+            provider_ref=func.coalesce(Refund.provider_ref, result.ref),
+            failure_code=result.failure_code,
+        )
         .execution_options(synchronize_session=False)
     )
     if not changed(settled):
-        return
+        stored = await session.get(Refund, refund_id, populate_existing=True)
+        return RefundStatus(stored.status) if stored else RefundStatus.FAILED
     if refund.order_id is not None:
         await live.order_updated(uow, refund.order_id)
     if result.status == RefundStatus.FAILED:
@@ -701,11 +740,24 @@ async def _record_refund(
             .values(amount_refund_claimed=Payment.amount_refund_claimed - refund.amount)
             .execution_options(synchronize_session=False)
         )
-        log.warning(
-            "refund refused by the provider",
-            extra={"refund_id": str(refund_id), "code": result.failure_code},
-        )
-        return
+        if result.failure_code in (AUTHENTICATION_FAILED, PERMISSION_DENIED):
+            _alert_refund(
+                ctx,
+                uow,
+                refund,
+                "a refund was refused: the provider did not accept our API key",
+                f"Craftreel: a refund of {format_price(refund.amount, refund.currency)} "
+                "was refused (API key)",
+                f"Why: {failure_text(result.failure_code)} ({result.failure_code}). Check "
+                "CRAFTREEL_STRIPE_SECRET_KEY. Nothing was refunded: the seller can refund the "
+                "order again once the key is fixed.",
+            )
+        else:
+            log.warning(
+                "refund refused by the provider",
+                extra={"refund_id": str(refund_id), "code": result.failure_code},
+            )
+        return RefundStatus.FAILED
     refunded_after = Payment.amount_refunded + refund.amount
     await session.execute(
         update(Payment)
@@ -756,21 +808,63 @@ async def _record_refund(
         reason=refund.reason,
         refunded_total=refunded if order is not None else payment.amount_refunded,
     )
+    return RefundStatus.SUCCEEDED
+
+
+def _alert_refund(
+    ctx: AppContext, uow: UnitOfWork, refund: Refund, event: str, subject: str, why: str
+) -> None:
+    what = (
+        f"Refund {refund.id} of {format_price(refund.amount, refund.currency)} "
+        + (f"on order {refund.order_id}" if refund.order_id else f"of payment {refund.payment_id}")
+        + "."
+    )
+    alert_operator(
+        ctx,
+        uow,
+        event,
+        {"refund_id": str(refund.id), "order_id": str(refund.order_id)},
+        subject,
+        f"{what}\n\n{why}\n",
+    )
 
 
 async def reconcile_refund(ctx: AppContext, refund_id: UUID, round_: int = 0) -> None:
-    """Finish a refund left pending (a crash, a provider outage, or a provider still busy)."""
+    """Finish a refund left pending (a crash, a provider outage, or a provider still busy):
+    soon at first, then less and less often; a refund still pending after the last round is
+    left to the provider's webhook, and a person is told."""
     status = await execute_refund(ctx, refund_id)
-    if status == RefundStatus.PENDING and round_ + 1 < RECONCILE_ROUNDS:
-        config = PaymentSettings.from_settings(ctx.settings)
-        async with ctx.uow() as uow:
+    if status != RefundStatus.PENDING:
+        return
+    config = PaymentSettings.from_settings(ctx.settings)
+    async with ctx.uow() as uow:
+        next_round = round_ + 1
+        if next_round < REFUND_RECONCILE_ROUNDS:
             ctx.jobs.enqueue(
                 uow,
                 RECONCILE_REFUND,
-                {"refund_id": str(refund_id), "round": round_ + 1},
-                run_at=utcnow() + config.reconcile_after,
-                dedupe_key=f"{RECONCILE_REFUND}:{refund_id}:{round_ + 1}",
+                {"refund_id": str(refund_id), "round": next_round},
+                run_at=utcnow() + refund_reconcile_wait(next_round, config.reconcile_after),
+                dedupe_key=f"{RECONCILE_REFUND}:{refund_id}:{next_round}",
             )
+            return
+        refund = await uow.session.get(Refund, refund_id)
+        assert refund is not None
+        _alert_refund(
+            ctx,
+            uow,
+            refund,
+            "a refund is still pending at the provider",
+            f"Craftreel: a refund of {format_price(refund.amount, refund.currency)} is still "
+            "pending at Stripe",
+            (
+                f"Stripe still shows refund {refund.provider_ref} as pending"
+                if refund.provider_ref
+                else "Stripe has not answered for it"
+            )
+            + f", {round_ + 1} looks later. Its amount stays set aside on the order until "
+            "Stripe's refund.updated webhook settles it. Look at it in the Stripe dashboard.",
+        )
 
 
 async def _refund_view(ctx: AppContext, refund_id: UUID) -> RefundOut:

@@ -22,6 +22,7 @@ from craftreel.shop.payments.connect import PAYOUT_RETURNED, apply_account, reco
 from craftreel.shop.payments.models import (
     Payment,
     PaymentEvent,
+    Refund,
 )
 from craftreel.shop.payments.providers import (
     connect_provider,
@@ -34,12 +35,17 @@ from craftreel.shop.payments.providers.base import (
 from craftreel.shop.payments.schemas import (
     WebhookReceipt,
 )
-from craftreel.shop.payments.service import apply_state
+from craftreel.shop.payments.service import apply_state, record_refund
 
 if TYPE_CHECKING:
     from craftreel.context import AppContext
 
 log = logging.getLogger(__name__)
+
+
+#: Events whose object is a refund that may have moved (Stripe sends ``refund.updated`` for
+#: every refund, ``charge.refund.updated`` for those of charges; both are handled).
+REFUND_EVENTS = ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated")
 
 
 class _DuplicateEvent(Exception):
@@ -66,12 +72,13 @@ async def handle_webhook(
     try:
         async with ctx.uow() as uow:
             payment = await _payment_of_event(uow.session, provider_name, event)
+            refund = await _refund_of_event(uow.session, provider_name, event)
             uow.session.add(
                 PaymentEvent(
                     provider=provider_name,
                     event_id=event.id[:255],
                     type=event.type[:80],
-                    payment_id=payment.id if payment else None,
+                    payment_id=payment.id if payment else refund.payment_id if refund else None,
                 )
             )
             try:
@@ -80,6 +87,8 @@ async def handle_webhook(
                 raise _DuplicateEvent() from None
             if payment is not None and event.payment is not None:
                 await apply_state(ctx, uow, payment.id, event.payment, settle=True)
+            if refund is not None and event.refund is not None:
+                await record_refund(ctx, uow, refund.id, event.refund)
             if account is not None:
                 await apply_account(uow.session, provider_name, account)
             if event.payout is not None and event.type in ("payout.paid", *PAYOUT_RETURNED):
@@ -118,6 +127,37 @@ async def _payment_of_event(
         )
         return None
     return payment
+
+
+async def _refund_of_event(
+    session: AsyncSession, provider_name: str, event: WebhookEvent
+) -> Refund | None:
+    """Our refund a ``refund.*`` or ``charge.refund.*`` event is about: by the provider's
+    reference, or (when the event overtakes our record of it) by the id in its metadata."""
+    state = event.refund
+    if state is None or event.type not in REFUND_EVENTS or state.ref is None:
+        return None
+    refund = await session.scalar(
+        select(Refund)
+        .join(Payment, Payment.id == Refund.payment_id)
+        .where(Refund.provider_ref == state.ref, Payment.provider == provider_name)
+    )
+    if refund is None and state.refund_id is not None:
+        refund = await session.scalar(
+            select(Refund)
+            .join(Payment, Payment.id == Refund.payment_id)
+            .where(
+                Refund.id == state.refund_id,
+                Payment.provider == provider_name,
+                Refund.provider_ref.is_(None),
+            )
+        )
+    if refund is None:
+        log.warning(
+            "webhook for a refund we do not know",
+            extra={"provider": provider_name, "ref": state.ref, "event_type": event.type},
+        )
+    return refund
 
 
 async def deliver_test_webhook(ctx: AppContext, event: dict[str, Any]) -> None:

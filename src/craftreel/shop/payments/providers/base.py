@@ -61,10 +61,14 @@ class ProviderPayment:
 
 @dataclass(frozen=True)
 class ProviderRefund:
+    """A provider's view of a refund: pending until it settles as succeeded or failed."""
+
     ref: str | None
     status: RefundStatus
     amount: int
     failure_code: str | None = None
+    #: Our refund id, from the metadata we sent.
+    refund_id: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,8 @@ class WebhookEvent:
     #: The account an ``account.*`` event is about.
     account: ConnectedAccount | None = None
     payout: ProviderPayout | None = None
+    #: The refund a ``refund.*`` or ``charge.refund.*`` event is about.
+    refund: ProviderRefund | None = None
 
 
 class ConnectProvider(Protocol):
@@ -183,14 +189,29 @@ class PaymentProvider(Protocol):
         ...
 
     async def refund(
-        self, ref: str, amount: int, idempotency_key: str, *, reverse_transfer: bool
+        self,
+        ref: str,
+        amount: int,
+        refund_id: UUID,
+        *,
+        reverse_transfer: bool,
     ) -> ProviderRefund:
-        """Give back ``amount`` of a succeeded payment."""
+        """Give back ``amount`` of a succeeded payment, once per refund id (the idempotency
+        key, and metadata that lets the refund's own events find it)."""
+        ...
+
+    async def retrieve_refund(self, ref: str) -> ProviderRefund:
+        """The refund as the provider sees it now (a pending one may have settled)."""
         ...
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """The event a signed webhook carries; WebhookSignatureInvalid if it is not genuine."""
         ...
+
+
+def refund_key(refund_id: UUID) -> str:
+    """The idempotency key of our refund at the provider (the same however often it is asked)."""
+    return f"refund-{refund_id}"
 
 
 def sign_webhook(secret: str, body: bytes, timestamp: int) -> str:

@@ -11,7 +11,10 @@ from uuid import UUID
 import httpx
 
 from craftreel.shop.payments.errors import (
+    AUTHENTICATION_FAILED,
+    PERMISSION_DENIED,
     PaymentProviderError,
+    ProviderAuthFailed,
     ProviderRefused,
     WebhookPayloadInvalid,
     WebhookSignatureInvalid,
@@ -33,10 +36,15 @@ from craftreel.shop.payments.providers.base import (
     check_signature,
     json_object,
     lower_headers,
+    refund_key,
     uuid_or_none,
 )
 
 log = logging.getLogger(__name__)
+
+#: Stripe's answers to a key that is wrong (401) or may not do what was asked (403), and the
+#: failure codes we record for them.
+AUTH_FAILURES = {401: AUTHENTICATION_FAILED, 403: PERMISSION_DENIED}
 
 
 class StripeProvider:
@@ -102,28 +110,52 @@ class StripeProvider:
         return self._payment(data[0]) if data else None
 
     async def refund(
-        self, ref: str, amount: int, idempotency_key: str, *, reverse_transfer: bool
+        self, ref: str, amount: int, refund_id: UUID, *, reverse_transfer: bool
     ) -> ProviderRefund:
-        form = {"payment_intent": ref, "amount": str(amount)}
+        form = {
+            "payment_intent": ref,
+            "amount": str(amount),
+            # Lets the refund's events find it even if this answer is lost.
+            "metadata[refund_id]": str(refund_id),
+        }
         if reverse_transfer:
             # The seller gives back their share and we give back our fee, pro rata.
             form["reverse_transfer"] = "true"
             form["refund_application_fee"] = "true"
         try:
-            refund = await self._call("POST", "/v1/refunds", form, idempotency_key=idempotency_key)
+            refund = await self._call(
+                "POST", "/v1/refunds", form, idempotency_key=refund_key(refund_id)
+            )
         except ProviderRefused as exc:
             code = exc.details.get("provider_code")
-            return ProviderRefund(None, RefundStatus.FAILED, amount, str(code or "refused"))
+            return ProviderRefund(
+                None, RefundStatus.FAILED, amount, str(code or "refused"), refund_id
+            )
+        return self._refund(refund)
+
+    async def retrieve_refund(self, ref: str) -> ProviderRefund:
+        return self._refund(await self._call("GET", f"/v1/refunds/{ref}"))
+
+    @staticmethod
+    def _refund(refund: dict[str, Any]) -> ProviderRefund:
+        """A Stripe refund in our words: ``pending`` (and ``requires_action``) until it is
+        ``succeeded``, or ``failed``/``canceled`` — both of which gave nothing back."""
+        stripe_status = str(refund.get("status"))
         status = {
             "succeeded": RefundStatus.SUCCEEDED,
             "failed": RefundStatus.FAILED,
             "canceled": RefundStatus.FAILED,
-        }.get(str(refund.get("status")), RefundStatus.PENDING)
+        }.get(stripe_status, RefundStatus.PENDING)
+        failure_code = None
+        if status == RefundStatus.FAILED:
+            failure_code = str(refund.get("failure_reason") or stripe_status)
+        metadata = refund.get("metadata") or {}
         return ProviderRefund(
             ref=str(refund["id"]),
             status=status,
-            amount=int(refund.get("amount", amount)),
-            failure_code=refund.get("failure_reason"),
+            amount=int(refund["amount"]),
+            failure_code=failure_code,
+            refund_id=uuid_or_none(metadata.get("refund_id")),
         )
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
@@ -157,6 +189,7 @@ class StripeProvider:
                 )
                 if obj and kind == "payout"
                 else None,
+                refund=self._refund(obj) if obj and kind == "refund" else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise WebhookPayloadInvalid() from exc
@@ -263,12 +296,19 @@ class StripeProvider:
             # A declined card still makes a PaymentIntent: it comes back with the error.
             if isinstance(error, dict) and isinstance(error.get("payment_intent"), dict):
                 return cast(dict[str, Any], error["payment_intent"])
+            if response.status_code in AUTH_FAILURES:
+                # Our key is wrong or may not do this: no retry can fix it, a person must.
+                log.error(
+                    "stripe refused our API key: check CRAFTREEL_STRIPE_SECRET_KEY",
+                    extra={"path": path, "status": response.status_code},
+                )
+                raise ProviderAuthFailed(provider_code=AUTH_FAILURES[response.status_code])
             log.warning(
                 "stripe refused a request",
                 extra={"path": path, "status": response.status_code, "error": str(error)[:300]},
             )
             code = error.get("code") if isinstance(error, dict) else None
-            if response.status_code < 500 and response.status_code not in (401, 409, 429):
+            if response.status_code < 500 and response.status_code not in (409, 429):
                 # Stripe looked at the request and said no: asking again will not help.
                 raise ProviderRefused(provider_code=code)
             raise PaymentProviderError(provider_code=code)

@@ -40,6 +40,7 @@ from craftreel.shop.payments.providers.base import (
     check_signature,
     json_object,
     lower_headers,
+    refund_key,
     uuid_or_none,
 )
 from craftreel.shop.payments.repository import changed
@@ -155,8 +156,10 @@ class TestProvider:
             return None if intent is None else self._state(intent)
 
     async def refund(
-        self, ref: str, amount: int, idempotency_key: str, *, reverse_transfer: bool
+        self, ref: str, amount: int, refund_id: UUID, *, reverse_transfer: bool
     ) -> ProviderRefund:
+        # The test provider settles a refund at once: it never answers pending.
+        idempotency_key = refund_key(refund_id)
         async with self._new_uow() as uow:
             done = await uow.session.scalar(
                 select(TestProviderRefund).where(
@@ -200,6 +203,13 @@ class TestProvider:
             except IntegrityError as exc:
                 raise PaymentProviderError("A twin refund is being handled.") from exc
             return ProviderRefund(refund.id, RefundStatus.SUCCEEDED, amount)
+
+    async def retrieve_refund(self, ref: str) -> ProviderRefund:
+        async with self._new_uow() as uow:
+            refund = await uow.session.get(TestProviderRefund, ref)
+            if refund is None:
+                raise PaymentProviderError("The test provider has no such refund.", ref=ref)
+            return ProviderRefund(refund.id, RefundStatus.SUCCEEDED, refund.amount)
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         check_signature(
