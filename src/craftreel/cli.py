@@ -185,19 +185,24 @@ def cmd_retry_transfer(args: argparse.Namespace) -> None:
             async with ctx.uow() as uow:
                 row = await uow.session.get(payments.PaymentTransfer, transfer_id)
                 assert row is not None
-                shown = f"{format_price(row.amount, row.currency)} to {row.destination}"
+                amount = format_price(row.amount, row.currency)
+                what = f"{row.kind} {transfer_id}"
+                if row.kind == payments.TransferKind.REVERSAL:
+                    done = f"taken back ({amount} from {row.destination}, {row.provider_ref})"
+                else:
+                    done = f"sent ({amount} to {row.destination}, {row.provider_ref})"
                 if status == payments.TransferStatus.SUCCEEDED:
-                    print(f"transfer {transfer_id}: sent ({shown}, {row.provider_ref})")
+                    print(f"{what}: {done}")
                     return 0
                 if status == payments.TransferStatus.PENDING:
                     print(
-                        f"transfer {transfer_id}: Stripe did not answer; "
+                        f"{what}: Stripe did not answer; "
                         "a worker keeps trying (`craftreel worker`, or `serve`)"
                     )
                     return 0
                 print(
-                    f"transfer {transfer_id}: refused again ({row.failure_code}: "
-                    f"{payments.failure_text(row.failure_code)})",
+                    f"{what}: refused again ({row.failure_code}: "
+                    f"{payments.failure_text(row.failure_code, row.kind)})",
                     file=sys.stderr,
                 )
                 return 1

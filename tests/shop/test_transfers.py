@@ -8,14 +8,14 @@ local Stripe stand-in."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from craftreel.cli import main
 from craftreel.context import AppContext
@@ -23,7 +23,7 @@ from craftreel.core.clock import utcnow
 from craftreel.core.jobs import Job, JobStatus
 from craftreel.core.money import apply_rate
 from craftreel.shop import payments
-from craftreel.shop.payments import PaymentTransfer
+from craftreel.shop.payments import LedgerEntry, PaymentTransfer
 from tests.accounts.test_pages import Browser
 from tests.conftest import Outbox, client_for, fresh_context
 from tests.factories import Person, sign_up
@@ -140,6 +140,30 @@ def operator_mail(world: StripeWorld) -> list[str]:
     return found
 
 
+def retry_command(world: StripeWorld, monkeypatch: pytest.MonkeyPatch) -> Callable[[object], int]:
+    """``craftreel payments retry-transfer <id>`` as the operator runs it (in a thread, as it
+    runs its own event loop): its exit code."""
+    ctx = world.ctx
+    for name, value in {
+        "CRAFTREEL_ENVIRONMENT": "test",
+        "CRAFTREEL_DATABASE_URL": ctx.settings.effective_database_url,
+        "CRAFTREEL_VAR_DIR": str(ctx.settings.var_dir),
+        "CRAFTREEL_PAYMENT_PROVIDER": "stripe",
+        "CRAFTREEL_STRIPE_SECRET_KEY": StripeStandIn.api_key,
+        "CRAFTREEL_STRIPE_WEBHOOK_SECRET": StripeStandIn.webhook_secret,
+        "CRAFTREEL_STRIPE_API_BASE": world.stand_in.url,
+        "CRAFTREEL_PLATFORM_FEE_BPS": str(FEE_BPS),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    def retry(transfer_id: object) -> int:
+        with pytest.raises(SystemExit) as exited:
+            main(["payments", "retry-transfer", str(transfer_id)])
+        return int(exited.value.code or 0)
+
+    return retry
+
+
 def share(order: dict[str, Any]) -> int:
     return int(order["total"]) - apply_rate(int(order["total"]), FEE_BPS)
 
@@ -246,22 +270,7 @@ async def test_a_refused_transfer_fails_alerts_and_shows_and_can_be_sent_again(
     )
 
     # The operator retries from the command line.
-    for name, value in {
-        "CRAFTREEL_ENVIRONMENT": "test",
-        "CRAFTREEL_DATABASE_URL": ctx.settings.effective_database_url,
-        "CRAFTREEL_VAR_DIR": str(ctx.settings.var_dir),
-        "CRAFTREEL_PAYMENT_PROVIDER": "stripe",
-        "CRAFTREEL_STRIPE_SECRET_KEY": StripeStandIn.api_key,
-        "CRAFTREEL_STRIPE_WEBHOOK_SECRET": StripeStandIn.webhook_secret,
-        "CRAFTREEL_STRIPE_API_BASE": stand_in.url,
-        "CRAFTREEL_PLATFORM_FEE_BPS": str(FEE_BPS),
-    }.items():
-        monkeypatch.setenv(name, value)
-
-    def retry(transfer_id: object) -> int:
-        with pytest.raises(SystemExit) as exited:
-            main(["payments", "retry-transfer", str(transfer_id)])
-        return int(exited.value.code or 0)
+    retry = retry_command(stripe, monkeypatch)
 
     # The weaver's account is still off: refused again, under a new key (Stripe would
     # answer the old key with its old refusal for a day).
@@ -326,6 +335,163 @@ async def test_a_transfer_never_answered_fails_after_its_attempts_and_a_retry_fi
     )
     with pytest.raises(payments.TransferNotFailed):
         await payments.retry_transfer(ctx, next(iter(rows.values())).id)
+
+
+# --- reversals: the seller's part of a refund, taken back from a transfer ---------------
+
+
+async def reversal_rows(ctx: AppContext) -> list[PaymentTransfer]:
+    async with ctx.sessions() as session:
+        rows = await session.scalars(
+            select(PaymentTransfer)
+            .where(PaymentTransfer.kind == payments.TransferKind.REVERSAL)
+            .order_by(PaymentTransfer.created_at, PaymentTransfer.id)
+        )
+        return list(rows.all())
+
+
+def reversal_calls(stand_in: StripeStandIn, transfer_ref: str) -> list[tuple[str, str]]:
+    """(idempotency key, amount) of each reversal asked of one transfer."""
+    return [
+        (headers["idempotency-key"], form["amount"])
+        for form, headers in stand_in.calls("POST", f"/v1/transfers/{transfer_ref}/reversals")
+    ]
+
+
+async def sent_transfers(
+    world: StripeWorld,
+) -> tuple[dict[str, Any], dict[str, str], dict[str, Person], dict[str, dict[str, Any]]]:
+    """``paid_two_shops`` with both transfers made: and Stripe's transfer by shop."""
+    started, accounts, sellers = await paid_two_shops(world)
+    assert await run_transfer_jobs(world.ctx) == ["done", "done"]
+    by_account = {t["destination"]: t for t in world.stand_in.transfers.values()}
+    return started, accounts, sellers, {shop: by_account[a] for shop, a in accounts.items()}
+
+
+async def test_a_refused_reversal_alerts_once_shows_to_the_seller_and_is_sent_again(
+    stripe: StripeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, stand_in, client = stripe.ctx, stripe.stand_in, stripe.client
+    started, accounts, sellers, transfers = await sent_transfers(stripe)
+    weaver, rug_transfer = sellers["xweaver-studio"], transfers["xweaver-studio"]
+    rug_order = next(o for o in started["orders"] if o["shop_handle"] == "xweaver-studio")
+    fee = apply_rate(rug_order["total"], FEE_BPS)
+    seller_part = 1000 - payments.share(fee, 1000, rug_order["total"])
+    # The weaver has paid their Stripe balance out: Stripe cannot take anything back.
+    stand_in.fail_next(
+        "POST", f"/v1/transfers/{rug_transfer['id']}/reversals", 400, "balance_insufficient"
+    )
+
+    refunded = await client.post(
+        f"/api/v1/orders/{rug_order['id']}/refunds", headers=weaver.auth, json={"amount": 1000}
+    )
+    # The buyer's refund stands; the seller's part of it stays in their Stripe account.
+    assert refunded.status_code == 201 and refunded.json()["status"] == "succeeded"
+    [reversal] = await reversal_rows(ctx)
+    assert (reversal.status, reversal.failure_code) == ("failed", "balance_insufficient")
+    assert reversal.amount == seller_part and reversal.failed_at is not None
+    assert rug_transfer["amount_reversed"] == 0
+    # Its job and a second look change nothing, and the operator is told once.
+    await run_transfer_jobs(ctx)
+    assert await payments.execute_transfer(ctx, reversal.id) == "failed"
+    [alert] = operator_mail(stripe)
+    assert f"Stripe did not take £{seller_part / 100:.2f} back" in alert
+    assert "the Stripe account's balance could not cover it (balance_insufficient)" in alert
+    assert f"craftreel payments retry-transfer {reversal.id}" in alert
+
+    # The seller sees it on the dashboard (and the API), like a transfer that failed.
+    balance = (await client.get("/api/v1/shops/mine/balance", headers=weaver.auth)).json()
+    assert balance["failed_transfers"] == []
+    [shown] = balance["failed_reversals"]
+    assert (shown["id"], shown["amount"], shown["failure_code"]) == (
+        str(reversal.id),
+        seller_part,
+        "balance_insufficient",
+    )
+    transport = httpx.ASGITransport(app=stripe.app, client=("203.0.113.92", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as browser:
+        seller_browser = Browser(browser)
+        assert (await seller_browser.sign_in(weaver.email)).status_code == 303
+        page = text_of(await seller_browser.get("/sell"))
+        assert "Not taken back from your Stripe account yet." in page
+        assert "The Stripe account's balance could not cover it" in page
+        assert "Not sent to your Stripe account yet." not in page
+
+    # Once the seller's balance is back, the operator sends it again: under a new key, since
+    # Stripe answers the refused one with its refusal.
+    retry = retry_command(stripe, monkeypatch)
+    assert await asyncio.to_thread(retry, reversal.id) == 0
+    [reversal] = await reversal_rows(ctx)
+    assert (reversal.status, reversal.retries) == ("succeeded", 1)
+    assert reversal_calls(stand_in, rug_transfer["id"]) == [
+        (f"reversal-{refunded.json()['id']}", str(seller_part)),
+        (f"reversal-{refunded.json()['id']}-retry-1", str(seller_part)),
+    ]
+    assert rug_transfer["amount_reversed"] == seller_part
+    # Sent is sent: neither the command again nor the retry's job takes it back twice.
+    assert await asyncio.to_thread(retry, reversal.id) == 1
+    await run_transfer_jobs(ctx)
+    assert len(rug_transfer["reversals"]) == 1
+    balance = (await client.get("/api/v1/shops/mine/balance", headers=weaver.auth)).json()
+    assert balance["failed_reversals"] == []
+    assert len(operator_mail(stripe)) == 1
+    assert accounts["xweaver-studio"] == rug_transfer["destination"]
+
+
+async def test_a_reversal_whose_answer_was_lost_is_made_once(
+    stripe: StripeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, stand_in, client = stripe.ctx, stripe.stand_in, stripe.client
+    started, _, sellers, transfers = await sent_transfers(stripe)
+    potter, mug_transfer = sellers["xpotter-studio"], transfers["xpotter-studio"]
+    mug_order = next(o for o in started["orders"] if o["shop_handle"] == "xpotter-studio")
+    path = f"/v1/transfers/{mug_transfer['id']}/reversals"
+
+    # Stripe takes the first part back, but its answer is lost; the job asks again under the
+    # same key and is answered from it.
+    stand_in.fail_next("POST", path, 500, after_doing_it=True)
+    first = await client.post(
+        f"/api/v1/orders/{mug_order['id']}/refunds", headers=potter.auth, json={"amount": 600}
+    )
+    assert first.json()["status"] == "succeeded"
+    [reversal] = await reversal_rows(ctx)
+    assert reversal.status == "pending"
+    assert await run_transfer_jobs(ctx) == ["done"]
+    [reversal] = await reversal_rows(ctx)
+    assert reversal.status == "succeeded"
+    assert reversal.provider_ref == mug_transfer["reversals"][0]["id"]
+    assert len(mug_transfer["reversals"]) == 1
+
+    # The rest: made at Stripe, answer lost, then Stripe is down for every attempt. It fails
+    # as unanswered, and the operator's retry keeps its key, so Stripe answers from it.
+    stand_in.fail_next("POST", path, 500, after_doing_it=True)
+    stand_in.fail_next("POST", path, 503, times=ATTEMPTS)
+    rest = await client.post(
+        f"/api/v1/orders/{mug_order['id']}/refunds", headers=potter.auth, json={}
+    )
+    assert rest.json()["status"] == "succeeded"
+    for _ in range(ATTEMPTS - 1):
+        assert await run_transfer_jobs(ctx) == ["queued"]
+    assert await run_transfer_jobs(ctx) == ["done"]  # its last attempt: failed
+    second = (await reversal_rows(ctx))[1]
+    assert (second.status, second.failure_code) == ("failed", "provider_unavailable")
+    assert len(operator_mail(stripe)) == 1
+    retry = retry_command(stripe, monkeypatch)
+    assert await asyncio.to_thread(retry, second.id) == 0
+    second = (await reversal_rows(ctx))[1]
+    assert second.status == "succeeded"
+    keys = {key for key, _ in reversal_calls(stand_in, mug_transfer["id"])}
+    assert keys == {f"reversal-{first.json()['id']}", f"reversal-{rest.json()['id']}"}
+    # Two reversals at Stripe, together exactly what was transferred; the ledger nets to 0.
+    assert len(mug_transfer["reversals"]) == 2
+    assert mug_transfer["amount_reversed"] == mug_transfer["amount"] == share(mug_order)
+    async with ctx.sessions() as session:
+        mug_ledger = await session.scalar(
+            select(func.sum(LedgerEntry.amount)).where(
+                LedgerEntry.order_id == UUID(mug_order["id"])
+            )
+        )
+    assert mug_ledger == 0
 
 
 __all__ = ["stand_in"]  # the fixture, imported for these tests

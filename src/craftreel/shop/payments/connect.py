@@ -492,7 +492,7 @@ async def _alert_operator(ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer
         [
             what,
             "",
-            f"Why: {failure_text(row.failure_code)} ({row.failure_code}).",
+            f"Why: {failure_text(row.failure_code, row.kind)} ({row.failure_code}).",
             "",
             after,
             "",

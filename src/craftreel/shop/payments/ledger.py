@@ -152,6 +152,7 @@ async def balance(
         ],
         next_cursor=next_cursor,
         failed_transfers=await failed_transfers(uow.session, shop.id),
+        failed_reversals=await failed_transfers(uow.session, shop.id, TransferKind.REVERSAL),
     )
 
 
@@ -176,19 +177,33 @@ FAILURES = {
 }
 
 
-def failure_text(code: str | None) -> str:
-    """Why a transfer failed, in words (lower case: it goes inside a sentence)."""
+#: Where a reversal's reason differs: the money comes from the seller's Stripe account.
+REVERSAL_FAILURES = {
+    "balance_insufficient": "the Stripe account's balance could not cover it",
+    "insufficient_funds": "the Stripe account's balance could not cover it",
+}
+
+
+def failure_text(code: str | None, kind: str = TransferKind.TRANSFER) -> str:
+    """Why a transfer (or reversal) failed, in words (lower case: it goes inside a sentence)."""
+    if kind == TransferKind.REVERSAL and code in REVERSAL_FAILURES:
+        return REVERSAL_FAILURES[code]
     return FAILURES.get(code or "", f"Stripe refused it ({code or 'no reason given'})")
 
 
-async def failed_transfers(session: AsyncSession, shop_id: UUID) -> list[TransferOut]:
-    """The shop's transfers that failed (newest first): money owed to it, not yet sent."""
+async def failed_transfers(
+    session: AsyncSession, shop_id: UUID, kind: TransferKind = TransferKind.TRANSFER
+) -> list[TransferOut]:
+    """The shop's transfers (or reversals) that failed, newest first: money owed to it, not
+    yet sent (or its part of a refund, not yet taken back). A reversal that failed because
+    its transfer did took nothing from anyone, so it is not listed."""
     rows = await session.scalars(
         select(PaymentTransfer)
         .where(
             PaymentTransfer.shop_id == shop_id,
-            PaymentTransfer.kind == TransferKind.TRANSFER,
+            PaymentTransfer.kind == kind,
             PaymentTransfer.status == TransferStatus.FAILED,
+            PaymentTransfer.failure_code != TRANSFER_FAILED,
         )
         .order_by(PaymentTransfer.created_at.desc(), PaymentTransfer.id.desc())
         .limit(20)
@@ -205,7 +220,7 @@ def transfer_out(row: PaymentTransfer) -> TransferOut:
         currency=row.currency,
         status=row.status,
         failure_code=row.failure_code,
-        failure=failure_text(row.failure_code) if row.failure_code else None,
+        failure=failure_text(row.failure_code, row.kind) if row.failure_code else None,
         failed_at=row.failed_at,
         retries=row.retries,
     )

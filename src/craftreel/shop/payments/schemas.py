@@ -96,6 +96,9 @@ class BalanceOut(BaseModel):
     next_cursor: str | None
     #: Transfers of the shop's share that failed (newest first): owed, not yet sent.
     failed_transfers: list[TransferOut] = []
+    #: Reversals that failed (newest first): the seller's part of a refund the buyer got,
+    #: not yet taken back from their connected account.
+    failed_reversals: list[TransferOut] = []
 
 
 class WebhookReceipt(BaseModel):
