@@ -171,7 +171,8 @@ class Refund(Base):
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(10), default=RefundStatus.PENDING)
     reason: Mapped[str] = mapped_column(String(20))
-    provider_ref: Mapped[str | None] = mapped_column(String(255))
+    #: The provider's refund (its webhooks are looked up by it).
+    provider_ref: Mapped[str | None] = mapped_column(String(255), index=True)
     failure_code: Mapped[str | None] = mapped_column(String(60))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
