@@ -1072,20 +1072,10 @@ class SqliteSink:
         self.conn.close()
 
 
-#: What the timeline triggers would have written for the rows loaded with them off.
-TIMELINE_BACKFILL = """INSERT INTO timeline_entries (user_id, published_at, post_id, author_id)
-    SELECT f.follower_id, p.published_at, p.id, p.author_id
-    FROM follows AS f JOIN posts AS p ON p.author_id = f.followee_id
-    WHERE f.status = 'active' AND p.status = 'published'
-        AND p.visibility IN ('public', 'followers') AND p.published_at IS NOT NULL
-    ON CONFLICT DO NOTHING"""
-
-
 class PostgresSink:
     """COPY (binary, asyncpg) in one transaction per table; JSON columns sent as text.
 
-    When the tables have no triggers of their own (but the timeline's, whose work
-    ``finish`` does in one statement), the load runs with
+    When the tables have no triggers of their own, the load runs with
     ``session_replication_role = replica``, which skips the per-row foreign-key triggers
     (three quarters of the time of a 1M-row COPY); every foreign key is then checked once,
     with one anti-join per constraint, before the load counts as done."""
@@ -1098,13 +1088,9 @@ class PostgresSink:
     @classmethod
     async def connect(cls, dsn: str) -> PostgresSink:
         conn = await asyncpg.connect(dsn, timeout=10)
-        # The timeline's triggers (migration 0014) are not needed while loading: finish()
-        # fills the timeline in one statement, as the migration does (per-row triggers on a
-        # 100k-row COPY took 13 minutes).
         own_triggers = await conn.fetchval(
             "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal "
-            "AND tgrelid = ANY(SELECT to_regclass(t) FROM unnest($1::text[]) AS t) "
-            "AND tgname NOT LIKE 'timeline\\_%'",
+            "AND tgrelid = ANY(SELECT to_regclass(t) FROM unnest($1::text[]) AS t)",
             TABLES,
         )
         deferred = False
@@ -1142,7 +1128,6 @@ class PostgresSink:
     async def finish(self) -> None:
         if self.deferred_fk_check:
             await self.conn.execute("SET session_replication_role = origin")
-            await self.conn.execute(TIMELINE_BACKFILL)
             for name in self.tables:
                 for fk in _table(name).foreign_key_constraints:
                     parent = fk.referred_table.name
@@ -1287,7 +1272,6 @@ async def check_counters(url: str) -> dict[str, int]:
 TABLES = [
     "users",
     "follows",
-    "timeline_entries",
     "blocks",
     "media_objects",
     "posts",

@@ -1,7 +1,7 @@
 """payments: refunds are found by the provider's reference (their webhooks)
 
 Revision ID: 0015
-Revises: 0014
+Revises: 0013
 Create Date: 2026-11-26 01:10:00
 
 ``refund.updated`` and ``charge.refund.updated`` events name the provider's refund; each is
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | Sequence[str] | None = "0014"
+down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

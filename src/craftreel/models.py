@@ -2,7 +2,6 @@
 
 from craftreel.accounts import models as accounts_models
 from craftreel.core import idempotency, jobs, outbox
-from craftreel.feed import models as feed_models
 from craftreel.media import models as media_models
 from craftreel.posts import models as posts_models
 from craftreel.realtime import models as realtime_models
@@ -11,7 +10,6 @@ from craftreel.shop import payments as shop_payments
 
 __all__ = [
     "accounts_models",
-    "feed_models",
     "idempotency",
     "jobs",
     "media_models",

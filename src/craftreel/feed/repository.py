@@ -26,6 +26,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -34,7 +35,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from craftreel.accounts.models import User
 from craftreel.core.db import UTCDateTime
-from craftreel.feed.models import TimelineEntry
 from craftreel.posts.models import Post, PostHashtag, PostStatus
 from craftreel.posts.repository import (
     FeedPost,
@@ -76,28 +76,36 @@ async def _rows(session: AsyncSession, statement: Any, params: dict[str, Any]) -
     return (await connection.execute(statement, params)).all()
 
 
-_TIMELINE = TimelineEntry.__table__.c
-
-
 @functools.cache
-def _following(with_cursor: bool) -> Any:
-    """The Following statement, built once with and once without a cursor: building it (the
-    visibility rule) cost more CPU than the database spends running it."""
-    query = (
-        select(*feed_columns(), *viewer_flags(_VIEWER))
-        .select_from(TimelineEntry.__table__)
-        .join(Post, Post.id == _TIMELINE.post_id)
-        .where(
-            _TIMELINE.user_id == _VIEWER,
-            # The visibility rule, split into the person and their post, as for a follower:
-            # the timeline only says which posts to look at.
-            _TIMELINE.author_id.in_(followees_visible_to(_VIEWER)),
-            listed_to_followers(_TIMELINE.author_id),
+def _following(dialect: str, with_cursor: bool) -> Any:
+    """The Following statement, built once per dialect and cursor-or-not: building it (the
+    visibility rule, the LATERAL alias) cost more CPU than PostgreSQL spends running it."""
+    if dialect == "postgresql":
+        followees = followees_visible_to(_VIEWER).subquery("followees")
+        newest = select(*feed_columns()).where(listed_to_followers(followees.c[0]))
+        if with_cursor:
+            newest = newest.where(_before(Post.published_at, Post.id, _AFTER))
+        per_followee = (
+            newest.order_by(Post.published_at.desc(), Post.id.desc())
+            .limit(_LIMIT)
+            .lateral("newest")
         )
+        return (
+            select(*feed_columns(per_followee), *viewer_flags(_VIEWER, per_followee.c.id))
+            .select_from(followees)
+            .join(per_followee, true())
+            .order_by(per_followee.c.published_at.desc(), per_followee.c.id.desc())
+            .limit(_LIMIT)
+        )
+    # SQLite has no LATERAL: one query over all the followees' posts, with the same split rule
+    # (a third of the time the whole visibility rule took, as SQLite then joined every post
+    # to its author to check it).
+    query = select(*feed_columns(), *viewer_flags(_VIEWER)).where(
+        Post.author_id.in_(followees_visible_to(_VIEWER)), listed_to_followers(Post.author_id)
     )
     if with_cursor:
-        query = query.where(_before(_TIMELINE.published_at, _TIMELINE.post_id, _AFTER))
-    return query.order_by(_TIMELINE.published_at.desc(), _TIMELINE.post_id.desc()).limit(_LIMIT)
+        query = query.where(_before(Post.published_at, Post.id, _AFTER))
+    return query.order_by(Post.published_at.desc(), Post.id.desc()).limit(_LIMIT)
 
 
 async def following(
@@ -105,14 +113,18 @@ async def following(
 ) -> list[FeedPost]:
     """Published posts of the people ``viewer_id`` follows, newest first (``limit + 1``).
 
-    One range of the viewer's timeline (see :mod:`craftreel.feed.models`, which the database
-    keeps), from the cursor on: the cost is the page's, not the number of people followed nor
-    the depth of the page. Each entry's post and person still pass the visibility rule.
+    PostgreSQL reads each followee's newest ``limit + 1`` posts from the (author, status,
+    published_at, id) index (a LATERAL join, the visibility rule split into the person and
+    their posts: ``followees_visible_to`` / ``listed_to_followers``) and merges them, so the
+    cost grows with the number of people followed, not with how much they posted, nor with
+    how deep the cursor is. SQLite has no LATERAL; its planner walks the same index for each
+    followee (the same split rule) and sorts what it found.
     """
+    statement = _following(session.get_bind().dialect.name, after is not None)
     params: dict[str, Any] = {"viewer_id": viewer_id, "limit": limit + 1}
     if after is not None:
         params["after_at"], params["after_id"] = after
-    return feed_posts(await _rows(session, _following(after is not None), params))
+    return feed_posts(await _rows(session, statement, params))
 
 
 class Candidate(NamedTuple):
