@@ -66,6 +66,25 @@ async def test_following_shows_the_people_i_follow_newest_first(
     assert unauthenticated.json()["error"]["code"] == "not_authenticated"
 
 
+async def test_following_pages_through_more_people_than_a_page_holds(
+    client: httpx.AsyncClient, ctx: AppContext
+) -> None:
+    """PostgreSQL reads in full only the followees whose newest posts are newest (as many as
+    a page holds): with six people followed, pages of two, and posts in bursts — one maker
+    filling whole pages, then everyone in turn — every page must still be exact."""
+    me = await sign_up(client, "busyreader")
+    makers = [await sign_up(client, f"maker{n}") for n in range(6)]
+    for maker in makers:
+        await follow(client, me, maker)
+    plan = [0, 1, 2, 3, 4, 5, 5, 5, 5, 5, 2, 0, 3, 3, 1, 4]
+    made = [await make_post(client, ctx, makers[n], caption=f"#{i}") for i, n in enumerate(plan)]
+    expected = [p["id"] for p in reversed(made)]
+
+    for limit in (2, 3):
+        items = await page_through(client, "/api/v1/feed/following", me.auth, limit=limit)
+        assert _ids(items) == expected
+
+
 async def test_following_lists_nothing_until_i_follow_someone(
     client: httpx.AsyncClient, ctx: AppContext
 ) -> None:

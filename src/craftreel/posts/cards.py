@@ -16,7 +16,8 @@ A card is reused while all of these hold:
 - nothing a card shows from other tables — people, media, product tags, listings, their
   options and shops — was written by this process since it was rendered (the
   :data:`shown` generation, see :mod:`craftreel.core.changes`);
-- it is younger than ``CRAFTREEL_FEED_CARD_SECONDS`` (what another process, such as a
+- it is younger than ``CRAFTREEL_FEED_CARD_SECONDS`` (less a random quarter at most, so
+  that cards rendered together lapse apart; what another process, such as a
   ``craftreel worker`` finishing a rendition, changed shows within that time), and younger
   than a quarter of ``CRAFTREEL_PRIVATE_URL_SECONDS``, so a signed URL in it stays valid.
 """
@@ -24,6 +25,7 @@ A card is reused while all of these hold:
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -93,7 +95,10 @@ class CardCache:
         """Keep a card rendered at ``generation`` (read before the data it shows was)."""
         if not self.enabled:
             return
-        self._cards[post_id] = _Card(body, updated_at, generation, time.monotonic() + self.seconds)
+        # Each card lives a random 75–100 % of the time, so cards rendered together (a page's,
+        # at start) do not all lapse at once and have every request render them again.
+        lifetime = self.seconds * random.uniform(0.75, 1.0)  # noqa: S311 - not a secret
+        self._cards[post_id] = _Card(body, updated_at, generation, time.monotonic() + lifetime)
         self._cards.move_to_end(post_id)
         while len(self._cards) > self.size:
             self._cards.popitem(last=False)
