@@ -874,11 +874,21 @@ def _processes(data: dict[str, Any]) -> str:
     return "one server process" if workers == 1 else f"{workers} server worker processes each"
 
 
+def _dates(data: dict[str, Any]) -> str:
+    """When the runs were timed: one date, or each backend's when they differ."""
+    dates = {
+        NAMES[run["backend"]]: run.get("date", data["machine"]["date"][:10]) for run in data["runs"]
+    }
+    if len({d[:10] for d in dates.values()}) == 1 and all(len(d) <= 10 for d in dates.values()):
+        return next(iter(dates.values()))
+    return ", ".join(f"{name} timed {date}" for name, date in dates.items())
+
+
 def figures_markdown(data: dict[str, Any]) -> str:
     """The "Latest figures" block of bench/README.md."""
     m = data["machine"]
     lines = [
-        f"{m['date'][:10]}, {m['cpu_count']} × {m['cpu_model']}, {m['memory_gib']} GiB, "
+        f"{_dates(data)}; {m['cpu_count']} × {m['cpu_model']}, {m['memory_gib']} GiB, "
         f"Python {m['python']}, {data['settings']['server']}; {_processes(data)}, the client "
         f"on the same two cores. {data['settings']['duration_s']:g} s per timing; load average "
         f"at the start {', '.join(f'{x:.2f}' for x in data['loadavg_start'])}.",
@@ -975,7 +985,7 @@ def summary_markdown(data: dict[str, Any]) -> str:
         f"Timelines (issue 4; `bench/feed.py` on {rows['users']:,} people, {rows['posts']:,} "
         f"posts, {rows['post_likes']:,} likes, {rows['follows']:,} follows; signed in, "
         f"{data['settings']['page_size']} posts a page; {_processes(data)}; "
-        f"{data['machine']['date'][:10]}, details in `bench/README.md`):",
+        f"{_dates(data)}, details in `bench/README.md`):",
         "",
         f"| what | {head} | target |",
         "| --- | " + " | ".join("---" for _ in order) + " | --- |",
@@ -1082,6 +1092,11 @@ def main() -> int:
     parser.add_argument("--no-readme", action="store_true", help="only write the JSON")
     parser.add_argument("--readme-only", action="store_true", help="README from the last JSON")
     parser.add_argument("--tmp", type=Path, help="where the servers' var dirs go")
+    parser.add_argument(
+        "--keep-others",
+        action="store_true",
+        help="keep the last JSON's runs of the backends not timed now (each run keeps its date)",
+    )
     datagen.add_size_options(parser)
     args = parser.parse_args()
     if args.readme_only:
@@ -1102,6 +1117,14 @@ def main() -> int:
     for backend in args.backends:
         with asyncio.Runner(loop_factory=new_loop) as runner:
             runs.append(runner.run(run_backend(backend, urls[backend], args)))
+            runs[-1]["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if args.keep_others:
+        previous = json.loads((report.RESULTS / "feed.json").read_text())
+        for run in previous["runs"]:
+            if run["backend"] not in args.backends:
+                run.setdefault("date", previous["machine"]["date"][:10])
+                runs.append(run)
+    runs.sort(key=lambda run: list(NAMES).index(run["backend"]))
     verdict = judge(runs)
     data = {
         "settings": {
