@@ -141,13 +141,17 @@ def followees_visible_to(viewer_id: UUID, *, probe_people: bool = False) -> Any:
         Follow.followee_id != viewer_id,
         accounts.not_blocked_clause(viewer_id, Follow.followee_id),
     )
-    person = select(User.id).where(User.id == Follow.followee_id, accounts.visible_people_clause())
     if probe_people:
         # One primary-key probe per person followed: PostgreSQL otherwise hashes the whole
         # users table (a sequential scan, 2 ms on 10k people) to check 200 of them. (The
         # LIMIT keeps the planner from flattening the LATERAL into that same join.)
+        person = select(User.id).where(
+            User.id == Follow.followee_id, accounts.visible_people_clause()
+        )
         return query.join(person.limit(1).lateral("person"), true())
-    return query.where(person.exists())
+    return query.join(User, User.id == Follow.followee_id).where(
+        accounts.visible_people_clause(User)
+    )
 
 
 def listed_to_followers(author_id: Any) -> Any:
