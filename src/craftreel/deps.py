@@ -33,8 +33,7 @@ async def get_uow(request: Request) -> AsyncIterator[UnitOfWork]:
     GET and HEAD unless the handler is marked :func:`writes_on_get` (see ``UnitOfWork``)."""
     endpoint = getattr(request.scope.get("route"), "endpoint", None)
     read_only = request.method in _READS and not getattr(endpoint, _WRITES_ON_GET, False)
-    ctx: AppContext = request.app.state.ctx
-    async with ctx.uow(read_only=read_only) as uow:
+    async with (await get_ctx(request)).uow(read_only=read_only) as uow:
         yield uow
 
 

@@ -1379,18 +1379,20 @@ class StripeWorld:
         )
 
 
-@pytest.fixture
-async def stripe(
-    backend: str, database_urls: dict[str, str], tmp_path: Path, stand_in: StripeStandIn
+@asynccontextmanager
+async def stripe_world(
+    database_url: str, tmp_path: Path, stand_in: StripeStandIn, **extra: Any
 ) -> AsyncIterator[StripeWorld]:
+    """The app on the Stripe provider, pointed at the stand-in (``extra``: more settings)."""
     settings = _settings(
-        database_urls[backend],
+        database_url,
         tmp_path,
         payment_provider="stripe",
         stripe_secret_key=StripeStandIn.api_key,
         stripe_webhook_secret=StripeStandIn.webhook_secret,
         stripe_connect_webhook_secret=StripeStandIn.connect_webhook_secret,
         stripe_api_base=stand_in.url,
+        **extra,
     )
     async with (
         fresh_context(settings) as context,
@@ -1398,6 +1400,14 @@ async def stripe(
         client_for(application) as client,
     ):
         yield StripeWorld(context, client, stand_in, application)
+
+
+@pytest.fixture
+async def stripe(
+    backend: str, database_urls: dict[str, str], tmp_path: Path, stand_in: StripeStandIn
+) -> AsyncIterator[StripeWorld]:
+    async with stripe_world(database_urls[backend], tmp_path, stand_in) as world:
+        yield world
 
 
 async def onboard(world: StripeWorld, seller: Person) -> str:

@@ -25,21 +25,20 @@ from craftreel.core.money import apply_rate
 from craftreel.shop import payments
 from craftreel.shop.payments import LedgerEntry, PaymentTransfer
 from tests.accounts.test_pages import Browser
-from tests.conftest import Outbox, client_for, fresh_context
+from tests.conftest import Outbox
 from tests.factories import Person, sign_up
 from tests.shop.test_checkout import seller_with_listing
 from tests.shop.test_payments import (
     FEE_BPS,
     StripeStandIn,
     StripeWorld,
-    _settings,
     buy_from,
     checkout_status,
     ledger,
     onboard,
-    payments_app,
     stand_in,
     stripe_pay,
+    stripe_world,
 )
 from tests.shop.test_views import text_of
 
@@ -52,23 +51,14 @@ async def stripe(
     backend: str, database_urls: dict[str, str], tmp_path: Path, stand_in: StripeStandIn
 ) -> AsyncIterator[StripeWorld]:
     """The Stripe world of the payment tests, with an operator to alert and few attempts."""
-    settings = _settings(
+    async with stripe_world(
         database_urls[backend],
         tmp_path,
-        payment_provider="stripe",
-        stripe_secret_key=StripeStandIn.api_key,
-        stripe_webhook_secret=StripeStandIn.webhook_secret,
-        stripe_connect_webhook_secret=StripeStandIn.connect_webhook_secret,
-        stripe_api_base=stand_in.url,
+        stand_in,
         operator_email=OPERATOR,
         transfer_max_attempts=ATTEMPTS,
-    )
-    async with (
-        fresh_context(settings) as context,
-        payments_app(settings, context) as application,
-        client_for(application) as client,
-    ):
-        yield StripeWorld(context, client, stand_in, application)
+    ) as world:
+        yield world
 
 
 async def paid_two_shops(
