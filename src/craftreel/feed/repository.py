@@ -87,27 +87,20 @@ def _following(dialect: str, with_cursor: bool) -> Any:
     if dialect == "postgresql":
         followees = followees_visible_to(_VIEWER, probe_people=True).subquery("followees")
 
-        def newest(author: Any, columns: list[Any], name: str) -> Any:
-            """A followee's newest listed posts (past the cursor), as a LATERAL subquery."""
+        def newest(author: Any, columns: list[Any], limit: Any, name: str) -> Any:
+            """A person's newest listed posts (past the cursor), as a LATERAL subquery."""
             query = select(*columns).where(listed_to_followers(author))
             if with_cursor:
                 query = query.where(_before(Post.published_at, Post.id, _AFTER, False))
             return (
-                query.order_by(Post.published_at.desc(), Post.id.desc()).limit(_LIMIT).lateral(name)
+                query.order_by(Post.published_at.desc(), Post.id.desc()).limit(limit).lateral(name)
             )
 
         # Each followee's newest post (its "head"). A followee whose head is not among the
         # ``limit`` newest heads has nothing on the page: those heads are ``limit`` posts,
         # all newer than anything of theirs. So only the newest heads' followees are read
         # in full — at most ``limit`` of them, however many people are followed.
-        head = (
-            select(Post.published_at, Post.id)
-            .where(listed_to_followers(followees.c[0]))
-            .where(*([_before(Post.published_at, Post.id, _AFTER, False)] if with_cursor else []))
-            .order_by(Post.published_at.desc(), Post.id.desc())
-            .limit(1)
-            .lateral("head")
-        )
+        head = newest(followees.c[0], [Post.published_at, Post.id], 1, "head")
         leaders = (
             select(followees.c[0].label("author_id"))
             .select_from(followees)
@@ -116,7 +109,7 @@ def _following(dialect: str, with_cursor: bool) -> Any:
             .limit(_LIMIT)
             .subquery("leaders")
         )
-        per_leader = newest(leaders.c.author_id, feed_columns(), "newest")
+        per_leader = newest(leaders.c.author_id, feed_columns(), _LIMIT, "newest")
         return (
             select(*feed_columns(per_leader), *viewer_flags(_VIEWER, per_leader.c.id))
             .select_from(leaders)
