@@ -160,7 +160,8 @@ async def bare_app(
 
 
 def serve_bare(port: int, workers: int) -> None:
-    """uvicorn as ``craftreel serve`` runs it (craftreel/cli.py cmd_serve), with bare_app."""
+    """Served as ``craftreel serve`` serves the app (craftreel/cli.py cmd_serve: uvicorn, in
+    ``workers`` processes each on its own ``SO_REUSEPORT`` socket), with bare_app."""
     import uvicorn
 
     options: dict[str, Any] = {
@@ -171,7 +172,10 @@ def serve_bare(port: int, workers: int) -> None:
         "access_log": False,
     }
     if workers > 1:
-        uvicorn.run("feed:bare_app", app_dir=str(Path(__file__).parent), workers=workers, **options)
+        from craftreel.serving import run_workers
+
+        sys.path.insert(0, str(Path(__file__).parent))  # the workers import feed:bare_app
+        run_workers("feed:bare_app", workers, **options)
     else:
         uvicorn.run(bare_app, **options)
 

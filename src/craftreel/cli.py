@@ -69,11 +69,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         "access_log": False,
     }
     if args.workers > 1:
+        from craftreel.serving import run_workers
+
         # Each worker process builds its own app (and engine, caches, job runner) from the
-        # environment; they share the listening socket.
-        uvicorn.run(
-            "craftreel.cli:app_from_environment", factory=True, workers=args.workers, **options
-        )
+        # environment, and accepts on its own socket (craftreel.serving says why).
+        run_workers("craftreel.cli:app_from_environment", args.workers, factory=True, **options)
     else:
         uvicorn.run(create_app(settings, freeze_gc=True), **options)
 
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--migrate", action="store_true", help="apply migrations first")
     serve.add_argument("--seed-demo", action="store_true", help="load demo data first")
     serve.add_argument(
-        "--workers", type=int, default=1, help="worker processes sharing the port (default 1)"
+        "--workers", type=int, default=1, help="worker processes, each with its own socket"
     )
     serve.set_defaults(func=cmd_serve)
 

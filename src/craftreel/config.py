@@ -35,8 +35,8 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     database_url: str = ""
     database_echo: bool = False
-    database_pool_size: int = Field(default=20, ge=1, le=500)
-    database_max_overflow: int = Field(default=20, ge=0, le=500)
+    database_pool_size: int = Field(default=32, ge=1, le=500)
+    database_max_overflow: int = Field(default=8, ge=0, le=500)
     redis_url: str | None = None
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     log_json: bool = True

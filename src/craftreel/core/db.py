@@ -83,7 +83,7 @@ def like_pattern(text: str) -> str:
 
 
 def create_engine(
-    url: str, echo: bool = False, *, pool_size: int = 20, max_overflow: int = 20
+    url: str, echo: bool = False, *, pool_size: int = 32, max_overflow: int = 8
 ) -> AsyncEngine:
     """An async engine; SQLite gets WAL, foreign keys and a busy timeout on every connection.
 
