@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -940,14 +940,25 @@ class ForcedReply:
     when: dict[str, str]
 
 
+@dataclass
+class Pause:
+    """A request the stand-in holds: ``arrived`` once it has come, answered after ``go``."""
+
+    method: str
+    path: str
+    arrived: threading.Event = field(default_factory=threading.Event)
+    go: threading.Event = field(default_factory=threading.Event)
+
+
 class StripeStandIn:
     """Enough of Stripe's HTTP API for our calls: PaymentIntents (with Connect fields),
     confirm, search, refunds (made, looked at, and — when a test holds them — pending until
-    it settles them), Connect (Express accounts, account links, transfers — made,
-    listed by group — and their reversals), errors on demand (``fail_next``), idempotency
-    keys (a key reused with other parameters is refused, as Stripe does), API-key checks —
-    and the events it would send, signed the way Stripe signs them (events on connected
-    accounts with the Connect endpoint's own secret)."""
+    it settles them; failing after they succeeded, ``bounce_refund``), Connect (Express
+    accounts, account links, transfers — made, listed by group — and their reversals, made
+    and listed), errors on demand (``fail_next``), requests held in flight (``pause_next``),
+    idempotency keys (a key reused with other parameters is refused, as Stripe does),
+    API-key checks — and the events it would send, signed the way Stripe signs them (events
+    on connected accounts with the Connect endpoint's own secret)."""
 
     api_key = "sk_test_standin"
     webhook_secret = "whsec_standin"
@@ -976,6 +987,7 @@ class StripeStandIn:
         self.key_reuses: list[str] = []
         self._replies: dict[str, tuple[dict[str, str], int, dict[str, Any]]] = {}
         self._forced: list[ForcedReply] = []
+        self._paused: list[Pause] = []
         self._lock = threading.Lock()
         self._counter = 0
         stand_in = self
@@ -1095,6 +1107,22 @@ class StripeStandIn:
                 self._emit("refund.failed", refund)
             return self.events[before:]
 
+    def bounce_refund(self, ref: str, failure_reason: str) -> list[dict[str, Any]]:
+        """A refund that succeeded fails after all (the card was closed): the money comes
+        back to the platform, and its ``charge.refund.updated``, ``refund.updated`` and
+        ``refund.failed`` events are sent, in that order. What Stripe does with a transfer
+        reversed by the refund (``reverse_transfer``) is not played here."""
+        with self._lock:
+            refund = self.refunds[ref]
+            assert refund["status"] == "succeeded", refund
+            refund["status"], refund["failure_reason"] = "failed", failure_reason
+            self.intents[refund["payment_intent"]]["amount_refunded"] -= refund["amount"]
+            before = len(self.events)
+            self._emit("charge.refund.updated", refund)
+            self._emit("refund.updated", refund)
+            self._emit("refund.failed", refund)
+            return self.events[before:]
+
     def fail_next(
         self,
         method: str,
@@ -1118,6 +1146,14 @@ class StripeStandIn:
                 ForcedReply(method, path, status, {"error": error}, after_doing_it, when or {})
             )
 
+    def pause_next(self, method: str, path: str) -> Pause:
+        """Hold the next request to ``path`` (exactly) until the test lets it go: a call in
+        flight while something else happens."""
+        pause = Pause(method, path)
+        with self._lock:
+            self._paused.append(pause)
+        return pause
+
     def _forced_reply(self, method: str, path: str, form: dict[str, str]) -> ForcedReply | None:
         for n, forced in enumerate(self._forced):
             if (
@@ -1133,6 +1169,15 @@ class StripeStandIn:
         length = int(request.headers.get("Content-Length") or 0)
         form = dict(parse_qsl(request.rfile.read(length).decode())) if length else {}
         headers = {k.lower(): v for k, v in request.headers.items()}
+        with self._lock:
+            paused = next(
+                (p for p in self._paused if (p.method, p.path) == (method, url.path)), None
+            )
+            if paused is not None:
+                self._paused.remove(paused)
+        if paused is not None:
+            paused.arrived.set()
+            paused.go.wait(timeout=30)
         with self._lock:
             self.requests.append((method, url.path, form, headers))
             key = headers.get("idempotency-key")
@@ -1306,15 +1351,17 @@ class StripeStandIn:
             return 200, {"object": "list", "data": found, "has_more": False}
         if (method, parts) == ("POST", ["v1", "transfers"]):
             account = self.accounts.get(form.get("destination", ""))
-            charge = self.charges.get(form.get("source_transaction", ""))
             amount = int(form["amount"])
             if account is None or not account["charges_enabled"]:
                 return 400, stripe_error("account_invalid")
-            if charge is None or charge["transferred"] + amount > charge["amount"]:
-                return 400, {
-                    "error": {"type": "invalid_request_error", "code": "balance_insufficient"}
-                }
-            charge["transferred"] += amount
+            # From a charge (up to what it took), or else from the platform's balance.
+            if "source_transaction" in form:
+                charge = self.charges.get(form["source_transaction"])
+                if charge is None or charge["transferred"] + amount > charge["amount"]:
+                    return 400, {
+                        "error": {"type": "invalid_request_error", "code": "balance_insufficient"}
+                    }
+                charge["transferred"] += amount
             transfer = {
                 "id": self._next("tr"),
                 "object": "transfer",
@@ -1322,7 +1369,7 @@ class StripeStandIn:
                 "amount_reversed": 0,
                 "currency": form["currency"],
                 "destination": account["id"],
-                "source_transaction": charge["id"],
+                "source_transaction": form.get("source_transaction"),
                 "transfer_group": form.get("transfer_group"),
                 "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
                 "reversals": [],
@@ -1330,6 +1377,11 @@ class StripeStandIn:
             self.transfers[transfer["id"]] = transfer
             self._emit("transfer.created", transfer)
             return 200, transfer
+        if method == "GET" and len(parts) == 4 and parts[1:4:2] == ["transfers", "reversals"]:
+            transfer = self.transfers.get(parts[2])
+            if transfer is None:
+                return missing
+            return 200, {"object": "list", "data": transfer["reversals"], "has_more": False}
         if method == "POST" and len(parts) == 4 and parts[1] == "transfers":
             transfer = self.transfers.get(parts[2])
             if transfer is None or parts[3] != "reversals":

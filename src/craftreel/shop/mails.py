@@ -182,3 +182,64 @@ async def queue_refund_notice(
         parts += ["", f"Why: {why}."]
     parts += ["", REFUND_ARRIVAL]
     ctx.outbox.queue(uow, Mail(to=buyer.email, subject=subject, text="\n".join(parts) + "\n"))
+
+
+async def queue_refund_bounced_notice(
+    ctx: AppContext,
+    uow: UnitOfWork,
+    *,
+    checkout_id: UUID,
+    order_id: UUID | None,
+    amount: int,
+    currency: str,
+    why: str,
+    refunded_total: int,
+) -> None:
+    """Tell the buyer a refund they were told of did not reach them after all (the provider
+    failed it later, e.g. their card was closed): the money was not returned, and whom to
+    ask. Called in the transaction that records the failure, which happens once per refund.
+    ``why`` is the provider's reason in words; ``refunded_total`` is all that is refunded of
+    the order (or payment) now.
+    """
+    session = uow.session
+    checkout = await session.get(Checkout, checkout_id)
+    buyer = await session.get(User, checkout.buyer_id) if checkout else None
+    if checkout is None or buyer is None:
+        return
+
+    def price(minor: int) -> str:
+        return format_price(minor, currency)
+
+    parts = [f"Hi {buyer.display_name},", ""]
+    if order_id is not None:
+        row = (
+            await session.execute(
+                select(Order, Shop).join(Shop, Shop.id == Order.shop_id).where(Order.id == order_id)
+            )
+        ).first()
+        if row is None:
+            return
+        order, shop = row
+        subject = f"Your refund from {shop.name} did not go through"
+        base = str(ctx.settings.base_url).rstrip("/")
+        parts += [
+            f"The refund of {price(amount)} that {shop.name} made on your order did not reach "
+            f"your card after all: {why}. Your bank sent the money back, so it was not "
+            "returned to you.",
+            "",
+            f"Please contact {shop.name} to get it back another way, for instance to another "
+            f"card: {base}/shop/{shop.handle}",
+            "",
+            f"Your order — {order_url(ctx, order.id)}",
+            f"  Order total: {price(order.total)}",
+            f"  Refunded: {price(refunded_total)}",
+        ]
+    else:
+        subject = "Your Craftreel refund did not go through"
+        parts += [
+            f"The refund of {price(amount)} for your payment did not reach your card after "
+            f"all: {why}. Your bank sent the money back, so it was not returned to you.",
+            "",
+            "We have been told and will contact you to return it another way.",
+        ]
+    ctx.outbox.queue(uow, Mail(to=buyer.email, subject=subject, text="\n".join(parts) + "\n"))

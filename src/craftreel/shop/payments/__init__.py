@@ -21,7 +21,9 @@ Why money cannot go wrong here, whatever the timing:
   again if it is all still there; otherwise the payment is refunded in full, automatically.
 - Refunds claim their amount with a conditional update on the payment before the provider
   is asked, so concurrent refunds can never exceed what was paid; the ledger gets its rows
-  once the provider confirms.
+  once the provider confirms. A refund the provider fails after confirming it is undone once,
+  by the one conditional update that moves it succeeded → failed: rows that cancel its
+  ledger rows, its payment totals back, the seller's reversal given back.
 
 The package: ``models`` (tables), ``schemas`` (API shapes), ``errors``, ``config``
 (settings and job kinds), ``providers`` (the interface, the test provider, Stripe),

@@ -1,6 +1,7 @@
 """Stripe Connect for a marketplace: each shop's connected account and its onboarding, the
 transfers that pay each seller their share of a multi-shop payment (and the reversals a
-refund makes), and the payouts that leave a seller's account.
+refund makes, and the restores of those whose refund failed after all), and the payouts that
+leave a seller's account.
 
 Why a seller is paid exactly once, whatever the timing:
 
@@ -19,6 +20,10 @@ Why a seller is paid exactly once, whatever the timing:
   failed one again: it first asks the provider whether the transfer was made after all, and
   sends what the order still owes the seller under a new key (the refused key's answer is
   remembered by the provider).
+- A refund that fails after it succeeded (the buyer's card was closed) gives the seller back
+  what its reversal took: a restore, a transfer keyed ``restore-<reversal>`` made like any
+  other. A reversal not yet made is stopped instead, and its restore first asks the provider
+  whether a call in flight made it after all (``restore_reversals``).
 - ``account.updated`` events are applied from the account as the provider shows it *now*, so
   two events arriving in the wrong order cannot leave a stale state behind; payout events
   write ledger rows unique by payout, and a failed payout's rows net to zero whichever of its
@@ -29,10 +34,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,6 +63,10 @@ from craftreel.shop.payments.errors import (
     TransferNotRetryable,
 )
 from craftreel.shop.payments.ledger import (
+    NOTHING_MOVED,
+    REFUND_FAILED,
+    REVERSAL_NOT_MADE,
+    SENDING,
     TRANSFER_FAILED,
     UNANSWERED,
     add_shop_entry,
@@ -329,53 +339,187 @@ async def queue_transfers(
         _queue_execute(ctx, uow, transfer_id)
 
 
-def _queue_execute(ctx: AppContext, uow: UnitOfWork, transfer_id: UUID, retry: int = 0) -> None:
+def _queue_execute(
+    ctx: AppContext,
+    uow: UnitOfWork,
+    transfer_id: UUID,
+    *,
+    again: str = "",
+    run_at: datetime | None = None,
+) -> None:
+    """Queue the job that makes a transfer; ``again`` tells a later job for the same row
+    (a retry) from its first."""
     ctx.jobs.enqueue(
         uow,
         EXECUTE_TRANSFER,
         {"transfer_id": str(transfer_id)},
-        dedupe_key=f"{EXECUTE_TRANSFER}:{transfer_id}" + (f":retry-{retry}" if retry else ""),
+        run_at=run_at,
+        dedupe_key=f"{EXECUTE_TRANSFER}:{transfer_id}" + (f":{again}" if again else ""),
         max_attempts=PaymentSettings.from_settings(ctx.settings).transfer_max_attempts,
     )
 
 
 async def queue_reversal(
     ctx: AppContext, uow: UnitOfWork, order: Order, refund: Refund, amount: int
-) -> UUID | None:
-    """Take ``amount`` (the seller's part of a refund) back from the order's transfer."""
+) -> list[UUID]:
+    """Take ``amount`` (the seller's part of a refund) back from what the order sent them.
+
+    Usually that is one reversal of the order's transfer. After a refund failed after all,
+    its restore is a transfer of its own, and the transfer has less left to take back than
+    the order owes back: a later refund takes from the transfer first, then from restores,
+    as much from each as it has left (one reversal each, keyed ``reversal-<refund>`` then
+    ``reversal-<refund>-2`` …). Nothing is taken back when the transfer failed: its retry
+    sends only what the order still owes.
+    """
     session = uow.session
-    transfer = await session.scalar(
-        select(PaymentTransfer).where(
-            PaymentTransfer.order_id == order.id, PaymentTransfer.kind == TransferKind.TRANSFER
+    sent = (
+        await session.scalars(
+            select(PaymentTransfer)
+            .where(
+                PaymentTransfer.order_id == order.id,
+                PaymentTransfer.kind.in_(SENDING),
+                PaymentTransfer.status != TransferStatus.FAILED,
+            )
+            .order_by(PaymentTransfer.created_at, PaymentTransfer.id)
         )
+    ).all()
+    if amount <= 0 or not sent:
+        return []
+    # What each has had taken back, or may yet (a refused reversal can be sent again).
+    taken = dict(
+        (
+            await session.execute(
+                select(PaymentTransfer.transfer_id, func.sum(PaymentTransfer.amount))
+                .where(
+                    PaymentTransfer.kind == TransferKind.REVERSAL,
+                    PaymentTransfer.transfer_id.in_([row.id for row in sent]),
+                    or_(
+                        PaymentTransfer.status != TransferStatus.FAILED,
+                        PaymentTransfer.failure_code.not_in(NOTHING_MOVED),
+                    ),
+                )
+                .group_by(PaymentTransfer.transfer_id)
+            )
+        ).all()
     )
-    if transfer is None or transfer.status == TransferStatus.FAILED or amount <= 0:
-        return None
-    reversal = PaymentTransfer(
-        id=uuid7(),
-        kind=TransferKind.REVERSAL,
-        payment_id=transfer.payment_id,
-        order_id=order.id,
-        shop_id=order.shop_id,
-        refund_id=refund.id,
-        transfer_id=transfer.id,
-        destination=transfer.destination,
-        amount=amount,
-        currency=order.currency,
-        status=TransferStatus.PENDING,
-        idempotency_key=f"reversal-{refund.id}",
-    )
-    session.add(reversal)
+    queued: list[UUID] = []
+    left = amount
+    for parent in sent:
+        piece = min(left, parent.amount - int(taken.get(parent.id) or 0))
+        if piece <= 0:
+            continue
+        reversal = PaymentTransfer(
+            id=uuid7(),
+            kind=TransferKind.REVERSAL,
+            payment_id=parent.payment_id,
+            order_id=order.id,
+            shop_id=order.shop_id,
+            refund_id=refund.id,
+            transfer_id=parent.id,
+            destination=parent.destination,
+            amount=piece,
+            currency=order.currency,
+            status=TransferStatus.PENDING,
+            idempotency_key=f"reversal-{refund.id}" + (f"-{len(queued) + 1}" if queued else ""),
+        )
+        session.add(reversal)
+        queued.append(reversal.id)
+        left -= piece
+        if not left:
+            break
+    if left:
+        log.error(
+            "a refund takes back more than its order sent the seller",
+            extra={"refund_id": str(refund.id), "order_id": str(order.id), "left": left},
+        )
     await session.flush()
-    _queue_execute(ctx, uow, reversal.id)
-    return reversal.id
+    for reversal_id in queued:
+        _queue_execute(ctx, uow, reversal_id)
+    return queued
 
 
-async def reversal_of(ctx: AppContext, refund_id: UUID) -> UUID | None:
+async def reversals_of(ctx: AppContext, refund_id: UUID) -> list[UUID]:
     async with ctx.uow() as uow:
-        return await uow.session.scalar(
-            select(PaymentTransfer.id).where(PaymentTransfer.refund_id == refund_id)
+        rows = await uow.session.scalars(
+            select(PaymentTransfer.id)
+            .where(
+                PaymentTransfer.refund_id == refund_id,
+                PaymentTransfer.kind == TransferKind.REVERSAL,
+            )
+            .order_by(PaymentTransfer.id)
         )
+        return list(rows.all())
+
+
+async def restore_reversals(ctx: AppContext, uow: UnitOfWork, refund: Refund) -> tuple[int, int]:
+    """A refund failed after it had succeeded: give the seller back their part of it.
+
+    Called once per refund, by the transaction that records the failure. A reversal not yet
+    made (pending, or failed and waiting for a retry) is stopped — no job or retry sends it
+    any more — and one that was made is given back by a restore: a transfer of the same
+    amount, keyed ``restore-<reversal>``, from the platform's balance (where the refund's
+    money came back). A stopped reversal gets a restore too, which runs a while later and
+    first looks at the provider: a call in flight when it was stopped may have been made
+    (and is then given back), or not (and the restore ends with nothing to do). Returns
+    how much is being given back now, and how much was stopped.
+    """
+    session = uow.session
+    await session.execute(
+        update(PaymentTransfer)
+        .where(
+            PaymentTransfer.refund_id == refund.id,
+            PaymentTransfer.kind == TransferKind.REVERSAL,
+            or_(
+                PaymentTransfer.status == TransferStatus.PENDING,
+                and_(
+                    PaymentTransfer.status == TransferStatus.FAILED,
+                    PaymentTransfer.failure_code.not_in(NOTHING_MOVED),
+                ),
+            ),
+        )
+        .values(status=TransferStatus.FAILED, failure_code=REFUND_FAILED, failed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    reversals = (
+        await session.scalars(
+            select(PaymentTransfer)
+            .where(
+                PaymentTransfer.refund_id == refund.id,
+                PaymentTransfer.kind == TransferKind.REVERSAL,
+                or_(
+                    PaymentTransfer.status == TransferStatus.SUCCEEDED,
+                    PaymentTransfer.failure_code == REFUND_FAILED,
+                ),
+            )
+            .order_by(PaymentTransfer.created_at, PaymentTransfer.id)
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    later = utcnow() + PaymentSettings.from_settings(ctx.settings).reconcile_after
+    queued: list[tuple[UUID, datetime | None]] = []
+    for reversal in reversals:
+        restore = PaymentTransfer(
+            id=uuid7(),
+            kind=TransferKind.RESTORE,
+            payment_id=reversal.payment_id,
+            order_id=reversal.order_id,
+            shop_id=reversal.shop_id,
+            refund_id=refund.id,
+            transfer_id=reversal.id,
+            destination=reversal.destination,
+            amount=reversal.amount,
+            currency=reversal.currency,
+            status=TransferStatus.PENDING,
+            idempotency_key=f"restore-{reversal.id}",
+        )
+        session.add(restore)
+        made = reversal.status == TransferStatus.SUCCEEDED
+        queued.append((restore.id, None if made else later))
+    await session.flush()
+    for restore_id, run_at in queued:
+        _queue_execute(ctx, uow, restore_id, run_at=run_at)
+    given_back = sum(r.amount for r in reversals if r.status == TransferStatus.SUCCEEDED)
+    return given_back, sum(r.amount for r in reversals) - given_back
 
 
 async def execute_transfer(
@@ -410,6 +554,13 @@ async def execute_transfer(
             assert payment_ref is not None  # a settled payment has its provider reference
             charge = (await provider_named(ctx, provider_name).retrieve(payment_ref)).charge_ref
             done = await connect.create_transfer(replace(request, source_charge=charge))
+        elif kind == TransferKind.RESTORE:
+            assert parent_id is not None
+            if not await _reversal_made(ctx, connect, parent_id):
+                return await _settle_transfer(ctx, transfer_id, None, REVERSAL_NOT_MADE)
+            # From the platform's balance, where the failed refund's money came back.
+            metadata = {**request.metadata, "reversal_id": str(parent_id)}
+            done = await connect.create_transfer(replace(request, metadata=metadata))
         else:
             assert parent_id is not None
             parent_status = await execute_transfer(ctx, parent_id)
@@ -437,12 +588,80 @@ async def execute_transfer(
     return await _settle_transfer(ctx, transfer_id, done.ref, None)
 
 
+async def _reversal_made(ctx: AppContext, connect: ConnectProvider, reversal_id: UUID) -> bool:
+    """Whether a reversal took money from the seller — for a stopped one (its refund failed
+    after all), as the provider shows it: a call in flight when it was stopped may have
+    landed, and is then recorded."""
+    async with ctx.uow() as uow:
+        reversal = await uow.session.get(PaymentTransfer, reversal_id, populate_existing=True)
+        assert reversal is not None and reversal.transfer_id is not None
+        if reversal.status == TransferStatus.SUCCEEDED:
+            return True
+        if reversal.failure_code != REFUND_FAILED:
+            return False
+        parent = await uow.session.get(PaymentTransfer, reversal.transfer_id)
+        assert parent is not None
+        parent_ref, refund_id = parent.provider_ref, reversal.refund_id
+    if parent_ref is None:
+        return False  # its transfer was never made: nothing could be taken from it
+    made = await connect.find_reversal(parent_ref, str(refund_id))
+    if made is None:
+        return False
+    async with ctx.uow() as uow:
+        await _record_stopped_reversal(ctx, uow, reversal_id, made.ref)
+    return True
+
+
+async def _record_stopped_reversal(
+    ctx: AppContext, uow: UnitOfWork, reversal_id: UUID, ref: str
+) -> None:
+    """The provider made a reversal we had stopped (its refund failed after all while the
+    call was in flight): record it made, and have its restore give it back — again, if
+    the restore had already found nothing to give."""
+    session = uow.session
+    recorded = await session.execute(
+        update(PaymentTransfer)
+        .where(
+            PaymentTransfer.id == reversal_id,
+            PaymentTransfer.status == TransferStatus.FAILED,
+            PaymentTransfer.failure_code == REFUND_FAILED,
+        )
+        .values(
+            status=TransferStatus.SUCCEEDED, provider_ref=ref, failure_code=None, failed_at=None
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not changed(recorded):
+        return
+    log.warning("a stopped reversal had been made", extra={"transfer_id": str(reversal_id)})
+    restore_id = await session.scalar(
+        select(PaymentTransfer.id).where(
+            PaymentTransfer.transfer_id == reversal_id,
+            PaymentTransfer.kind == TransferKind.RESTORE,
+        )
+    )
+    assert restore_id is not None  # made with the stop, in the same transaction
+    rearmed = await session.execute(
+        update(PaymentTransfer)
+        .where(
+            PaymentTransfer.id == restore_id,
+            PaymentTransfer.status == TransferStatus.FAILED,
+            PaymentTransfer.failure_code == REVERSAL_NOT_MADE,
+        )
+        .values(status=TransferStatus.PENDING, failure_code=None, failed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if changed(rearmed):
+        _queue_execute(ctx, uow, restore_id, again="reversal-made")
+
+
 async def _settle_transfer(
     ctx: AppContext, transfer_id: UUID, ref: str | None, failure_code: str | None
 ) -> TransferStatus:
     """Record the provider's answer once (pending → succeeded or failed); a failure is logged
     and the operator is mailed in the same transaction. No ledger row either way: the ledger
-    already holds the seller's share, and it stays theirs until it is sent."""
+    already holds the seller's share, and it stays theirs until it is sent. A reversal
+    stopped meanwhile (its refund failed after all) that the provider made is recorded."""
     status = TransferStatus.FAILED if failure_code else TransferStatus.SUCCEEDED
     async with ctx.uow() as uow:
         settled = await uow.session.execute(
@@ -461,8 +680,12 @@ async def _settle_transfer(
         )
         row = await uow.session.get(PaymentTransfer, transfer_id, populate_existing=True)
         assert row is not None
-        if changed(settled) and failure_code is not None and failure_code != TRANSFER_FAILED:
+        if changed(settled) and failure_code is not None and failure_code not in NOTHING_MOVED:
             await _alert_operator(ctx, uow, row)
+        elif not changed(settled) and ref is not None and row.failure_code == REFUND_FAILED:
+            await _record_stopped_reversal(ctx, uow, transfer_id, ref)
+            row = await uow.session.get(PaymentTransfer, transfer_id, populate_existing=True)
+            assert row is not None
         return TransferStatus(row.status)
 
 
@@ -480,6 +703,18 @@ async def _alert_operator(ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer
         after = (
             "Nothing was written to the seller's ledger: the money stays on the platform's "
             "balance, owed to them, and their dashboard shows the transfer as not sent."
+        )
+    elif row.kind == TransferKind.RESTORE:
+        subject = f"Craftreel: giving {amount} back to {shop_name} failed"
+        what = (
+            f"Stripe did not send {amount} to the connected account {row.destination} "
+            f"of {shop_name}: their part of refund {row.refund_id} of order {row.order_id}, "
+            "taken back when the refund was made, and theirs again since the refund failed "
+            "after all."
+        )
+        after = (
+            "The money stays on the platform's balance, owed to them (it is back in their "
+            "ledger), and their dashboard shows it as not sent."
         )
     else:
         subject = f"Craftreel: taking back {amount} from {shop_name} failed"
@@ -517,14 +752,17 @@ async def _alert_operator(ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer
 
 
 async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
-    """Send a failed transfer or reversal again (an operator's command, once its cause is
-    fixed); its outcome now, or pending when the provider did not answer (its job goes on).
+    """Send a failed transfer, reversal or restore again (an operator's command, once its
+    cause is fixed); its outcome now, or pending when the provider did not answer (its job
+    goes on).
 
     A transfer is looked for at the provider first — one whose every attempt went unanswered
-    may have been made — and then sent as what the order still owes the seller (its ledger:
-    refunds made meanwhile took nothing back from a transfer that never arrived), under a new
-    key, since the provider remembers the refused key's answer. A reversal keeps its key when
-    its outcome was unknown and takes a new one after a refusal.
+    may have been made — and then sent as what the order still owes the seller (its ledger
+    less what their account holds for it: refunds made meanwhile took nothing back from a
+    transfer that never arrived), under a new key, since the provider remembers the refused
+    key's answer. A reversal or restore keeps its key when its outcome was unknown and takes
+    a new one after a refusal (a restore then sends at most what the order still owes). One
+    that failed without moving money is not sent again.
     """
     connect = _connect(ctx)
     async with ctx.uow() as uow:
@@ -537,23 +775,25 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
         assert payment is not None
         group, order_id = transfer_group(payment.checkout_id), row.order_id
         amount = row.amount
-        if row.kind == TransferKind.TRANSFER:
-            owed = await uow.session.scalar(
-                select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-                    LedgerEntry.order_id == row.order_id
-                )
-            )
-            amount = min(row.amount, int(owed or 0))
-            if amount <= 0:
-                raise TransferNotRetryable(
-                    "Nothing is left to send: the order was refunded.", owed=int(owed or 0)
-                )
-        elif row.failure_code == TRANSFER_FAILED:
+        # It may have been made: only its own key can tell (a transfer is looked for instead).
+        same_key = row.kind != TransferKind.TRANSFER and row.failure_code == UNANSWERED
+        if row.failure_code == TRANSFER_FAILED:
             raise TransferNotRetryable(
                 "Its transfer was never made, so there is nothing to take back; retry the "
                 "transfer instead (it sends only what the order still owes).",
                 transfer_id=str(row.transfer_id),
             )
+        if row.failure_code in (REFUND_FAILED, REVERSAL_NOT_MADE):
+            raise TransferNotRetryable(
+                f"Not to be sent: {failure_text(row.failure_code)}.", refund_id=str(row.refund_id)
+            )
+        if row.kind in SENDING and not same_key:
+            owed = await owed_to_seller(uow.session, row.order_id)
+            amount = min(row.amount, owed)
+            if amount <= 0:
+                raise TransferNotRetryable(
+                    "Nothing is left to send: the order was refunded.", owed=owed
+                )
     made = (
         await connect.find_transfer(group, str(order_id))
         if row.kind == TransferKind.TRANSFER
@@ -561,12 +801,8 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
     )
     async with ctx.uow() as uow:
         retries = row.retries + 1
-        if row.kind == TransferKind.TRANSFER:
-            key = f"transfer-{row.order_id}-retry-{retries}"
-        elif row.failure_code == UNANSWERED:
-            key = row.idempotency_key  # it may have been made: only its own key can tell
-        else:
-            key = f"reversal-{row.refund_id}-retry-{retries}"
+        first_key = row.idempotency_key.split("-retry-")[0]
+        key = row.idempotency_key if same_key else f"{first_key}-retry-{retries}"
         values: dict[str, object] = {"retries": retries, "failed_at": None, "failure_code": None}
         if made is not None:
             log.warning("a failed transfer had been made after all", extra={"ref": made.ref})
@@ -587,11 +823,38 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
             raise TransferNotFailed()
         if made is not None:
             return TransferStatus.SUCCEEDED
-        _queue_execute(ctx, uow, transfer_id, retry=retries)
+        _queue_execute(ctx, uow, transfer_id, again=f"retry-{retries}")
     try:
         return await execute_transfer(ctx, transfer_id)
     except PaymentProviderError:
         return TransferStatus.PENDING  # its job asks again
+
+
+async def owed_to_seller(session: AsyncSession, order_id: UUID) -> int:
+    """What an order still owes its seller at the provider: its ledger (their share less
+    refunds) less what their connected account holds for it (sent less taken back)."""
+    ledger = await session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+            LedgerEntry.order_id == order_id
+        )
+    )
+    held = await session.scalar(
+        select(
+            func.coalesce(
+                func.sum(
+                    case(
+                        (PaymentTransfer.kind == TransferKind.REVERSAL, -PaymentTransfer.amount),
+                        else_=PaymentTransfer.amount,
+                    )
+                ),
+                0,
+            )
+        ).where(
+            PaymentTransfer.order_id == order_id,
+            PaymentTransfer.status == TransferStatus.SUCCEEDED,
+        )
+    )
+    return int(ledger or 0) - int(held or 0)
 
 
 async def try_transfer(ctx: AppContext, transfer_id: UUID) -> None:

@@ -152,7 +152,7 @@ async def balance(
         ],
         next_cursor=next_cursor,
         failed_transfers=await failed_transfers(uow.session, shop.id),
-        failed_reversals=await failed_transfers(uow.session, shop.id, TransferKind.REVERSAL),
+        failed_reversals=await failed_transfers(uow.session, shop.id, TAKING),
     )
 
 
@@ -163,6 +163,13 @@ async def balance(
 UNANSWERED = "provider_unavailable"
 #: A reversal's failure code when its transfer failed: there was nothing to take back.
 TRANSFER_FAILED = "transfer_failed"
+#: A reversal's failure code when its refund failed after all (after it had succeeded): it
+#: is not to be taken (or, if Stripe took it meanwhile, its restore gives it back).
+REFUND_FAILED = "refund_failed"
+#: A restore's failure code when its reversal was never made: there was nothing to give back.
+REVERSAL_NOT_MADE = "reversal_not_made"
+#: Failures that moved no money and need no one: not listed to the seller, never retried.
+NOTHING_MOVED = (TRANSFER_FAILED, REFUND_FAILED, REVERSAL_NOT_MADE)
 #: Why a transfer failed, as a person reads it (a provider code not here: "refused").
 FAILURES = {
     "balance_insufficient": "the platform's Stripe balance could not cover it",
@@ -174,6 +181,8 @@ FAILURES = {
     AUTHENTICATION_FAILED: "Stripe did not accept the platform's API key",
     PERMISSION_DENIED: "the platform's Stripe API key may not do this",
     TRANSFER_FAILED: "its transfer was never made",
+    REFUND_FAILED: "its refund failed after all, so there is nothing to take back",
+    REVERSAL_NOT_MADE: "its reversal was never made, so there is nothing to give back",
 }
 
 
@@ -191,19 +200,44 @@ def failure_text(code: str | None, kind: str = TransferKind.TRANSFER) -> str:
     return FAILURES.get(code or "", f"Stripe refused it ({code or 'no reason given'})")
 
 
+#: What is sent to a seller (owed to them while it fails), and what is taken back.
+SENDING = (TransferKind.TRANSFER, TransferKind.RESTORE)
+TAKING = (TransferKind.REVERSAL,)
+
+
+#: Why a refund failed, as a person reads it (Stripe's ``failure_reason``; lower case).
+REFUND_FAILURES = {
+    "expired_or_canceled_card": "the card has expired or was cancelled",
+    "lost_or_stolen_card": "the card was reported lost or stolen",
+    "charge_for_pending_refund_disputed": "the payment was disputed with the card's bank",
+    "insufficient_funds": "the platform's Stripe balance could not cover it",
+    "declined": "the card's bank declined it",
+    "merchant_request": "it was cancelled",
+    "canceled": "it was cancelled",
+    AUTHENTICATION_FAILED: "Stripe did not accept the platform's API key",
+    PERMISSION_DENIED: "the platform's Stripe API key may not do this",
+}
+
+
+def refund_failure_text(code: str | None) -> str:
+    """Why a refund failed, in words (lower case: it goes inside a sentence)."""
+    return REFUND_FAILURES.get(code or "", "the card's bank did not take it")
+
+
 async def failed_transfers(
-    session: AsyncSession, shop_id: UUID, kind: TransferKind = TransferKind.TRANSFER
+    session: AsyncSession, shop_id: UUID, kinds: Sequence[TransferKind] = SENDING
 ) -> list[TransferOut]:
-    """The shop's transfers (or reversals) that failed, newest first: money owed to it, not
-    yet sent (or its part of a refund, not yet taken back). A reversal that failed because
-    its transfer did took nothing from anyone, so it is not listed."""
+    """The shop's transfers and restores (or reversals) that failed, newest first: money owed
+    to it, not yet sent (or its part of a refund, not yet taken back). One that failed
+    without moving money — a reversal whose transfer failed or whose refund failed after
+    all, a restore of a reversal never made — needs no one, so it is not listed."""
     rows = await session.scalars(
         select(PaymentTransfer)
         .where(
             PaymentTransfer.shop_id == shop_id,
-            PaymentTransfer.kind == kind,
+            PaymentTransfer.kind.in_(list(kinds)),
             PaymentTransfer.status == TransferStatus.FAILED,
-            PaymentTransfer.failure_code != TRANSFER_FAILED,
+            PaymentTransfer.failure_code.not_in(NOTHING_MOVED),
         )
         .order_by(PaymentTransfer.created_at.desc(), PaymentTransfer.id.desc())
         .limit(20)

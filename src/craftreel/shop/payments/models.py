@@ -96,6 +96,9 @@ class TransferKind(StrEnum):
     TRANSFER = "transfer"
     #: Part of a transfer taken back when its order is refunded.
     REVERSAL = "reversal"
+    #: A reversal given back: its refund failed after it had succeeded (the card was closed),
+    #: so the seller's part of it is theirs again.
+    RESTORE = "restore"
 
 
 class TransferStatus(StrEnum):
@@ -174,6 +177,9 @@ class Refund(Base):
     #: The provider's refund (its webhooks are looked up by it).
     provider_ref: Mapped[str | None] = mapped_column(String(255), index=True)
     failure_code: Mapped[str | None] = mapped_column(String(60))
+    #: When a refund the provider had confirmed failed after all (the buyer's card was closed,
+    #: say): the money came back to the platform instead of reaching the buyer.
+    bounced_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -222,8 +228,9 @@ class PayoutAccount(Base):
 
 class PaymentTransfer(Base):
     """Money moved to or back from a seller's connected account for one order: the transfer
-    of a multi-shop payment's share, or the reversal of part of it for a refund. Unique by
-    its idempotency key (one transfer per order, one reversal per refund)."""
+    of a multi-shop payment's share, the reversal of part of it for a refund, or a restore of
+    a reversal whose refund failed after all. Unique by its idempotency key (one transfer per
+    order, one reversal per refund and transfer it takes from, one restore per reversal)."""
 
     __tablename__ = "payment_transfers"
     __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
@@ -233,7 +240,8 @@ class PaymentTransfer(Base):
     payment_id: Mapped[UUID] = mapped_column(ForeignKey("payments.id"), index=True)
     order_id: Mapped[UUID] = mapped_column(ForeignKey("orders.id"), index=True)
     shop_id: Mapped[UUID] = mapped_column(ForeignKey("shops.id"))
-    #: A reversal's refund and the transfer it takes back from.
+    #: A reversal's refund and the transfer (or restore) it takes back from; a restore's
+    #: refund and the reversal it gives back.
     refund_id: Mapped[UUID | None] = mapped_column(ForeignKey("refunds.id"))
     transfer_id: Mapped[UUID | None] = mapped_column(ForeignKey("payment_transfers.id"))
     destination: Mapped[str] = mapped_column(String(255))

@@ -60,6 +60,10 @@ class RefundOut(BaseModel):
     failure_code: str | None
     created_at: datetime
     reason: str = "requested"
+    #: Why it failed, as a person reads it.
+    failure: str | None = None
+    #: When it failed after it had succeeded: the money never reached the buyer's card.
+    bounced_at: datetime | None = None
 
 
 class LedgerEntryOut(BaseModel):
@@ -72,7 +76,8 @@ class LedgerEntryOut(BaseModel):
 
 
 class TransferOut(BaseModel):
-    """Money sent to (or, for a reversal, taken back from) a seller's connected account."""
+    """Money sent to (or, for a reversal, taken back from) a seller's connected account; a
+    restore gives back a reversal whose refund failed after all."""
 
     id: UUID
     kind: str
@@ -94,7 +99,8 @@ class BalanceOut(BaseModel):
     balance: int
     entries: list[LedgerEntryOut]
     next_cursor: str | None
-    #: Transfers of the shop's share that failed (newest first): owed, not yet sent.
+    #: Transfers of the shop's share, and restores of reversals whose refund failed after
+    #: all, that failed (newest first): owed, not yet sent.
     failed_transfers: list[TransferOut] = []
     #: Reversals that failed (newest first): the seller's part of a refund the buyer got,
     #: not yet taken back from their connected account.
@@ -137,6 +143,8 @@ class OrderMoneyOut(BaseModel):
     paid: bool
     refunded: int
     refund_pending: int
+    #: Refunds that failed after they had succeeded: back in the seller's balance.
+    refund_bounced: int = 0
     #: What a refund may still give back.
     refundable: int
     #: Paid and not yet shipped: the seller may cancel it (stock back, payment refunded).

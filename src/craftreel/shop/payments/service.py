@@ -23,7 +23,7 @@ from craftreel.core.errors import InvalidInput
 from craftreel.core.ids import uuid7
 from craftreel.shop import live
 from craftreel.shop import repository as shop_repo
-from craftreel.shop.mails import queue_receipt, queue_refund_notice
+from craftreel.shop.mails import queue_receipt, queue_refund_bounced_notice, queue_refund_notice
 from craftreel.shop.models import (
     Checkout,
     CheckoutStatus,
@@ -60,11 +60,13 @@ from craftreel.shop.payments.ledger import (
     add_entry,
     failure_text,
     platform_fee,
+    refund_failure_text,
     share,
 )
 from craftreel.shop.payments.models import (
     IN_FLIGHT,
     PAID,
+    LedgerEntry,
     LedgerKind,
     Payment,
     PaymentStatus,
@@ -138,6 +140,10 @@ def refund_out(refund: Refund) -> RefundOut:
         failure_code=refund.failure_code,
         created_at=refund.created_at,
         reason=refund.reason,
+        failure=refund_failure_text(refund.failure_code)
+        if refund.status == RefundStatus.FAILED
+        else None,
+        bounced_at=refund.bounced_at,
     )
 
 
@@ -674,8 +680,7 @@ async def execute_refund(ctx: AppContext, refund_id: UUID) -> RefundStatus:
         status = await record_refund(ctx, uow, refund_id, result)
     # The seller's share of a transferred order comes back now if the provider answers (the
     # reversal's job is the safety net).
-    reversal = await connect.reversal_of(ctx, refund_id)
-    if reversal is not None:
+    for reversal in await connect.reversals_of(ctx, refund_id):
         await connect.try_transfer(ctx, reversal)
     return status
 
@@ -690,15 +695,21 @@ async def record_refund(
     transaction whose conditional update settles it does the rest, once: a failed (or
     cancelled) refund gives its claim on the payment back and writes nothing else, as no
     money moved; a succeeded one writes the ledger rows, queues the seller's reversal and
-    mails the buyer. A settled refund never moves again.
+    mails the buyer. A settled refund moves once more only from succeeded to failed (Stripe
+    fails a refund it had made when the card turns out closed): see ``_record_bounce``.
     """
     session = uow.session
     refund = await session.get(Refund, refund_id, populate_existing=True)
     if refund is None:
         return RefundStatus.FAILED
     if refund.status != RefundStatus.PENDING:
+        if refund.status == RefundStatus.SUCCEEDED and result.status == RefundStatus.FAILED:
+            return await _record_bounce(ctx, uow, refund, result)
         if result.status not in (RefundStatus.PENDING, refund.status):
-            log.error(
+            # A bounced refund's older "succeeded" events may still arrive: they are stale.
+            level = logging.WARNING if refund.bounced_at is not None else logging.ERROR
+            log.log(
+                level,
                 "provider reports another outcome for a settled refund; keeping ours",
                 extra={
                     "refund_id": str(refund_id),
@@ -809,6 +820,138 @@ async def record_refund(
         refunded_total=refunded if order is not None else payment.amount_refunded,
     )
     return RefundStatus.SUCCEEDED
+
+
+async def _record_bounce(
+    ctx: AppContext, uow: UnitOfWork, refund: Refund, result: ProviderRefund
+) -> RefundStatus:
+    """A refund the provider had made failed after all (the buyer's card was closed, say):
+    the money came back to the platform instead of reaching the buyer.
+
+    The one transaction whose conditional update moves it succeeded → failed undoes what its
+    success did, once, however often and in whatever order the events come: the payment's
+    refunded total and claim go back down (the seller can refund again), the ledger gets
+    rows that cancel the refund's own (same kinds, opposite signs, so every sum — the
+    balance, what the order owes the seller, the next refund's share of the fee — reads as if
+    it had not happened), the seller's part taken back from their Stripe account is given
+    back (``connect.restore_reversals``), the buyer is mailed and the operator alerted.
+    """
+    session = uow.session
+    order = await locked_order(session, refund.order_id) if refund.order_id else None
+    bounced = await session.execute(
+        update(Refund)
+        .where(Refund.id == refund.id, Refund.status == RefundStatus.SUCCEEDED)
+        .values(status=RefundStatus.FAILED, failure_code=result.failure_code, bounced_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not changed(bounced):
+        stored = await session.get(Refund, refund.id, populate_existing=True)
+        return RefundStatus(stored.status) if stored else RefundStatus.FAILED
+    refunded_after = Payment.amount_refunded - refund.amount
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == refund.payment_id)
+        .values(
+            amount_refunded=refunded_after,
+            amount_refund_claimed=Payment.amount_refund_claimed - refund.amount,
+            status=case(
+                (refunded_after >= Payment.amount, PaymentStatus.REFUNDED),
+                (refunded_after > 0, PaymentStatus.PARTIALLY_REFUNDED),
+                else_=PaymentStatus.SUCCEEDED,
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    payment = await session.get(Payment, refund.payment_id, populate_existing=True)
+    assert payment is not None
+    refunded_total, given_back, stopped = payment.amount_refunded, 0, 0
+    if order is not None:
+        entries = (
+            await session.scalars(
+                select(LedgerEntry)
+                .where(LedgerEntry.refund_id == refund.id)
+                .order_by(LedgerEntry.created_at, LedgerEntry.id)
+            )
+        ).all()
+        for entry in entries:
+            add_entry(
+                session,
+                order,
+                LedgerKind(entry.kind),
+                -entry.amount,
+                f"{entry.kind}_failed:{refund.id}",
+                refund.id,
+            )
+        await session.flush()
+        refunded_total = -await order_sum(session, order.id, LedgerKind.REFUND)
+        given_back, stopped = await connect.restore_reversals(ctx, uow, refund)
+        await live.order_updated(uow, order.id)
+    await queue_refund_bounced_notice(
+        ctx,
+        uow,
+        checkout_id=payment.checkout_id,
+        order_id=refund.order_id,
+        amount=refund.amount,
+        currency=refund.currency,
+        why=refund_failure_text(result.failure_code),
+        refunded_total=refunded_total,
+    )
+    amount = format_price(refund.amount, refund.currency)
+    _alert_refund(
+        ctx,
+        uow,
+        refund,
+        "a refund failed after it had succeeded",
+        f"Craftreel: a refund of {amount} failed after it was made",
+        "\n\n".join(
+            [
+                f"Stripe moved refund {refund.provider_ref} from succeeded to failed: "
+                f"{refund_failure_text(result.failure_code)} ({result.failure_code}). The "
+                "money came back to the platform's Stripe balance; the buyer did not get it, "
+                "and was mailed that it did not go through and to contact the seller.",
+                _bounce_undone(payment, order is not None, given_back, stopped),
+            ]
+        ),
+    )
+    return RefundStatus.FAILED
+
+
+def _bounce_undone(payment: Payment, for_order: bool, given_back: int, stopped: int) -> str:
+    """What a bounced refund's alert says was undone, and what is left to a person."""
+    if not for_order:
+        return (
+            "It refunded a payment whose checkout could not be filled: the buyer paid for "
+            "nothing and has not got it back. Return it to them another way."
+        )
+    undone = (
+        "Undone here: the refund's ledger rows (the seller's balance has that money again) "
+        "and the payment's refunded total. The seller can refund the order again — to the "
+        "same card, which may refuse again — or settle with the buyer another way."
+    )
+    parts = []
+    if given_back:
+        parts.append(
+            f"The {format_price(given_back, payment.currency)} taken back from the seller's "
+            "Stripe account for it is being given back (a restore transfer; a failure "
+            "mails you like any transfer)."
+        )
+    if stopped:
+        parts.append(
+            f"Taking {format_price(stopped, payment.currency)} back from the seller's Stripe "
+            "account for it had not been done: it is stopped, and given back as well should "
+            "Stripe have made it after all."
+        )
+    if parts:
+        seller = " ".join(parts)
+    elif payment.destination is not None:
+        seller = (
+            "It refunded a destination charge with reverse_transfer: Stripe took the seller's "
+            f"part back from {payment.destination} with the refund. Check in the Stripe "
+            "dashboard that it went back to them with the failed refund; if not, send it."
+        )
+    else:
+        seller = "Nothing had been taken back from the seller's Stripe account for it."
+    return f"{undone}\n\n{seller}"
 
 
 def _alert_refund(
@@ -956,6 +1099,7 @@ async def order_money(uow: UnitOfWork, seller: User, order_id: UUID) -> OrderMon
         paid=paid,
         refunded=sum(r.amount for r in refunds if r.status == RefundStatus.SUCCEEDED),
         refund_pending=sum(r.amount for r in refunds if r.status == RefundStatus.PENDING),
+        refund_bounced=sum(r.amount for r in refunds if r.bounced_at is not None),
         refundable=max(order.total - claimed, 0) if paid else 0,
         cancellable=order.status == OrderStatus.PAID,
         refunds=[refund_out(r) for r in refunds],

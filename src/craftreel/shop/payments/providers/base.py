@@ -166,6 +166,10 @@ class ConnectProvider(Protocol):
         """The transfer made for an order (by its metadata) in a group, if there is one."""
         ...
 
+    async def find_reversal(self, ref: str, refund_id: str) -> ProviderTransfer | None:
+        """The reversal of a transfer made for a refund (by its metadata), if there is one."""
+        ...
+
 
 class PaymentProvider(Protocol):
     """What every payment provider offers. Calls are idempotent by the key they carry."""

@@ -257,8 +257,18 @@ class StripeProvider:
             "GET", "/v1/transfers", params={"transfer_group": transfer_group, "limit": "100"}
         )
         for transfer in found.get("data") or []:
-            if (transfer.get("metadata") or {}).get("order_id") == order_id:
+            metadata = transfer.get("metadata") or {}
+            # A restore (a reversal given back) carries the order too, and the reversal's id.
+            if metadata.get("order_id") == order_id and "reversal_id" not in metadata:
                 return ProviderTransfer(ref=str(transfer["id"]), amount=int(transfer["amount"]))
+        return None
+
+    async def find_reversal(self, ref: str, refund_id: str) -> ProviderTransfer | None:
+        # A transfer is reversed once per refund (and a few times in all): one page holds them.
+        found = await self._call("GET", f"/v1/transfers/{ref}/reversals", params={"limit": "100"})
+        for reversal in found.get("data") or []:
+            if (reversal.get("metadata") or {}).get("refund_id") == refund_id:
+                return ProviderTransfer(ref=str(reversal["id"]), amount=int(reversal["amount"]))
         return None
 
     @staticmethod
