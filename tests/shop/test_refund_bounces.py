@@ -13,6 +13,7 @@ from email.message import Message
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -21,6 +22,7 @@ from craftreel.core.clock import utcnow
 from craftreel.core.money import apply_rate
 from craftreel.shop import payments
 from craftreel.shop.payments import LedgerEntry, Payment, PaymentTransfer
+from tests.accounts.test_pages import Browser
 from tests.conftest import Outbox
 from tests.shop.test_payments import FEE_BPS, StripeWorld, stand_in
 from tests.shop.test_refund_mail import body_of, gbp, refund_mails
@@ -39,6 +41,7 @@ from tests.shop.test_transfers import (
     transfer_jobs,
     transfer_rows,
 )
+from tests.shop.test_views import text_of
 
 BOUNCED = "did not go through"
 
@@ -379,6 +382,47 @@ async def test_a_reversal_in_flight_when_its_refund_fails_is_given_back_if_it_la
     assert held_at_stripe(stripe, account) == seller_share
     assert sum((await order_ledger(ctx, mug_order["id"])).values()) == seller_share
     assert len(operator_mail(stripe)) == 1
+
+
+async def test_the_order_pages_say_a_refund_did_not_go_through(stripe: StripeWorld) -> None:
+    stand_in = stripe.stand_in
+    bought = await paid_at_stripe(stripe, "pageshop", "pagebuyer")
+    # The buyer cancels before shipping: the whole order is refunded, then the refund fails.
+    cancelled = await stripe.client.post(
+        f"/api/v1/orders/{bought.order_id}/cancel", headers=bought.buyer.auth
+    )
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "succeeded"
+    [stripe_ref] = stand_in.refunds
+    await deliver(stripe, stand_in.bounce_refund(stripe_ref, "expired_or_canceled_card"))
+    total = gbp(bought.total)
+
+    async def page(person_email: str, path: str, ip: str) -> str:
+        transport = httpx.ASGITransport(app=stripe.app, client=(ip, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as web:
+            browser = Browser(web)
+            assert (await browser.sign_in(person_email)).status_code == 303
+            return text_of(await browser.get(path))
+
+    buyer_page = await page(bought.buyer.email, f"/orders/{bought.order_id}", "203.0.113.71")
+    assert "Cancelled." in buyer_page
+    assert "Anything paid for this order is refunded" not in buyer_page
+    assert (
+        f"A refund did not go through. {total} that pageshop studio refunded did not reach "
+        "your card after all, so it was not returned to you." in buyer_page
+    )
+    seller_page = await page(bought.seller.email, f"/sell/orders/{bought.order_id}", "203.0.113.72")
+    assert f"A refund did not go through. {total} you refunded did not reach" in seller_page
+    assert f"{total} · did not reach the buyer’s card" in seller_page
+    assert "The card has expired or was cancelled" in seller_page
+    assert f"Left to refund {total}" in seller_page
+    seller_order = await page(bought.seller.email, f"/orders/{bought.order_id}", "203.0.113.73")
+    assert "It is back in your balance" in seller_order
+
+    # The seller refunds it again: the buyer's page says so.
+    again = await refund(stripe, bought)
+    assert again.json()["status"] == "succeeded"
+    buyer_page = await page(bought.buyer.email, f"/orders/{bought.order_id}", "203.0.113.74")
+    assert f"{total} is refunded to your card." in buyer_page
 
 
 __all__ = ["stand_in", "stripe"]  # the fixtures, imported for these tests

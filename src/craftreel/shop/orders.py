@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from craftreel.accounts import service as accounts
@@ -197,6 +197,8 @@ class OrderDetail(BaseModel):
     #: Money given back for this order: confirmed by the provider, and still on its way.
     refunded: int = 0
     refund_pending: int = 0
+    #: Refunds that failed after they had succeeded: they never reached the buyer's card.
+    refund_bounced: int = 0
     #: The other orders placed in the same checkout (other shops).
     sibling_order_ids: list[UUID]
 
@@ -621,12 +623,16 @@ async def order_detail(ctx: AppContext, uow: UnitOfWork, user: User, order_id: U
     ).all()
     refunds = (
         await session.execute(
-            select(Refund.status, func.sum(Refund.amount))
+            select(
+                Refund.status,
+                func.sum(Refund.amount),
+                func.sum(case((Refund.bounced_at.is_not(None), Refund.amount), else_=0)),
+            )
             .where(Refund.order_id == order.id)
             .group_by(Refund.status)
         )
     ).all()
-    refunded = {str(status): int(amount or 0) for status, amount in refunds}
+    refunded = {str(status): int(amount or 0) for status, amount, _ in refunds}
     is_buyer = user.id == order.buyer_id
     digital_only = bool(lines) and all(kind == ListingKind.DIGITAL for _, _, kind in lines)
     delivered_at = shipment.delivered_at if shipment else None
@@ -677,5 +683,6 @@ async def order_detail(ctx: AppContext, uow: UnitOfWork, user: User, order_id: U
         cancellable=is_buyer and order.status == OrderStatus.PAID,
         refunded=refunded.get(RefundStatus.SUCCEEDED, 0),
         refund_pending=refunded.get(RefundStatus.PENDING, 0),
+        refund_bounced=sum(int(bounced or 0) for _, _, bounced in refunds),
         sibling_order_ids=list(siblings) if is_buyer else [],
     )
