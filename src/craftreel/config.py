@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     rate_limit_reset: str = Field(default="5/3600", pattern=r"^\d+/\d+$")
     rate_limit_comment: str = Field(default="30/600", pattern=r"^\d+/\d+$")
     rate_limit_share_ip: str = Field(default="60/600", pattern=r"^\d+/\d+$")
+    rate_limit_anonymous_views: str = Field(default="20/86400", pattern=r"^\d+/\d+$")
 
     # mail
     mail_from: str = "Craftreel <hello@craftreel.local>"

@@ -31,7 +31,9 @@ DAY = date(2025, 3, 14)
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"rate_limit_share_ip": "3/600"})
+    return settings.model_copy(
+        update={"rate_limit_share_ip": "3/600", "rate_limit_anonymous_views": "3/86400"}
+    )
 
 
 async def counters(ctx: AppContext, post_id: str) -> dict[str, int]:
@@ -437,6 +439,49 @@ async def test_anonymous_browsers_are_told_apart_by_a_cookie(
 
     bad = await client.post(url, json={"watched_ms": -1})
     assert bad.status_code == 422
+
+
+async def test_anonymous_views_from_one_address_stop_counting_past_the_limit(
+    app: Any, client: httpx.AsyncClient, ctx: AppContext, settings: Settings
+) -> None:
+    """A script that drops the viewer cookie is a new anonymous viewer each time: one
+    address's views of a post stop counting past the limit (the beacon still answers, and
+    beacons short of 3 s use none of it); other addresses, other posts and signed-in
+    people from the same address still count."""
+    maker = await sign_up(client, "weaver")
+    fan = await sign_up(client, "regular")
+    post = await make_post(client, ctx, maker)
+    other_post = await make_post(client, ctx, maker)
+    url = f"/api/v1/posts/{post['id']}/views"
+    limit = int(settings.rate_limit_anonymous_views.split("/")[0])
+
+    async def cookieless(address: str, post_url: str, watched_ms: int) -> dict[str, Any]:
+        async with client_for(app, address) as browser:  # a fresh client: no cookie
+            answer = await browser.post(post_url, json={"watched_ms": watched_ms})
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    for _ in range(limit + 2):
+        assert (await cookieless("203.0.113.9", url, 1000))["counted"] is False
+    for n in range(limit):
+        assert await cookieless("203.0.113.9", url, 4000) == {
+            "counted": True,
+            "completed": False,
+            "views": n + 1,
+        }
+    assert await cookieless("203.0.113.9", url, 4000) == {
+        "counted": False,
+        "completed": False,
+        "views": limit,
+    }
+    assert (await cookieless("203.0.113.10", url, 4000))["views"] == limit + 1
+    assert (await cookieless("203.0.113.9", f"/api/v1/posts/{other_post['id']}/views", 4000))[
+        "counted"
+    ] is True
+    async with client_for(app, "203.0.113.9") as signed_in:
+        mine = await signed_in.post(url, json={"watched_ms": 4000}, headers=fan.auth)
+    assert mine.json() == {"counted": True, "completed": False, "views": limit + 2}
+    assert (await counters(ctx, post["id"]))["views"] == limit + 2
 
 
 async def test_signed_in_views_count_per_person_and_not_for_the_maker(

@@ -479,6 +479,15 @@ async def share(
 # --- views ---------------------------------------------------------------------------
 
 
+async def _anonymous_view_allowed(ctx: AppContext, ip: str | None, post_id: UUID) -> bool:
+    """Whether one more anonymous view of the post from this address may count (one hit on
+    the address's limit for the post; only views about to count are hit)."""
+    if ip is None:
+        return True  # a caller inside the app (tests, jobs), not a request
+    limit = Limit.parse(ctx.settings.rate_limit_anonymous_views)
+    return await ctx.limiter.hit(f"views:ip:{ip}:{post_id}", limit) == 0
+
+
 def anonymous_viewer_id(cookie: str | None) -> tuple[str, bool]:
     """The anonymous browser's viewer id from its cookie, and whether it is new (so the
     response must set the cookie). A malformed cookie is replaced."""
@@ -507,12 +516,16 @@ async def record_view(
     today: date | None = None,
     *,
     viewer: User | None,
+    ip: str | None = None,
 ) -> ViewOut:
     """A player's beacon: how long this viewer has watched the post in this session.
 
     A view counts once per viewer, post and UTC day, once 3 s have played; a completion
     (the player says it finished, or 90% of the duration was watched) once per counted
-    view. A maker's own plays are not counted.
+    view. A maker's own plays are not counted. Anonymous viewers are told apart by a cookie
+    a script can simply drop, so their views of one post also count at most
+    ``CRAFTREEL_RATE_LIMIT_ANONYMOUS_VIEWS`` times per client address (``ip``): past it the
+    beacon is recorded but the view does not count (playback never fails because of it).
     """
     if watched_ms < 0:
         raise InvalidInput("Watched time cannot be negative.", field="watched_ms")
@@ -528,6 +541,8 @@ async def record_view(
         )
     views = post.view_count
     if not counted and watched >= MIN_VIEW_MS:
+        if viewer is None and not await _anonymous_view_allowed(ctx, ip, post.id):
+            return ViewOut(counted=False, completed=False, views=views)
         if await repo.mark_view_counted(session, post.id, viewer_key, day, MIN_VIEW_MS):
             views = await repo.add_to_counter(session, post.id, Post.view_count, 1)
         counted = True

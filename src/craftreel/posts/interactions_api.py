@@ -188,6 +188,7 @@ async def record_view(
     post_id: UUID,
     body: schemas.ViewBeacon,
     viewer: ApiOrWebOptionalUser,
+    client: ClientInfo,
     request: Request,
     response: Response,
     ctx: Ctx,
@@ -195,7 +196,8 @@ async def record_view(
 ) -> schemas.ViewOut:
     """The player's beacon (signed in or not): a view counts after 3 s of playback, once a
     day per viewer. A browser not signed in gets a random ``cr_vid`` cookie to be told
-    apart by."""
+    apart by; past ``CRAFTREEL_RATE_LIMIT_ANONYMOUS_VIEWS`` views of the post from one
+    address, an anonymous one is recorded but not counted."""
     anonymous_id: str | None = None
     if viewer is None:
         anonymous_id, new = service.anonymous_viewer_id(request.cookies.get(service.VIEWER_COOKIE))
@@ -216,4 +218,5 @@ async def record_view(
         body.watched_ms,
         body.completed,
         viewer=viewer,
+        ip=client.ip,
     )
