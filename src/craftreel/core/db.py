@@ -27,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from craftreel.core.clock import as_utc
+from craftreel.core.sqlite_driver import one_trip_url
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,10 @@ def create_engine(
         pooling: dict[str, Any] = {"pool_size": pool_size, "max_overflow": max_overflow}
         if ":memory:" in url:
             pooling = {}
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, **pooling)
+        # Each statement one trip to the connection's thread (craftreel.core.sqlite_driver).
+        engine = create_async_engine(
+            one_trip_url(url), echo=echo, connect_args={"timeout": 30}, **pooling
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
