@@ -20,6 +20,11 @@ Why a seller is paid exactly once, whatever the timing:
   failed one again: it first asks the provider whether the transfer was made after all, and
   sends what the order still owes the seller under a new key (the refused key's answer is
   remembered by the provider).
+- Money that reaches a seller's account — also a transfer found made after all, by a retry
+  or an answer that comes late — is checked, under the order's lock, against what the order
+  owes them: refunds settled while it was thought failed took nothing back from it, so
+  their part is taken back then, under the keys the refunds would have used
+  (``_take_back_over_sent``).
 - A refund that fails after it succeeded (the buyer's card was closed) gives the seller back
   what its reversal took: a restore, a transfer keyed ``restore-<reversal>`` made like any
   other. A reversal not yet made is stopped instead, and its restore first asks the provider
@@ -80,6 +85,7 @@ from craftreel.shop.payments.models import (
     PaymentTransfer,
     PayoutAccount,
     Refund,
+    RefundStatus,
     TransferKind,
     TransferStatus,
 )
@@ -88,9 +94,10 @@ from craftreel.shop.payments.providers.base import (
     ConnectedAccount,
     ConnectProvider,
     ProviderPayout,
+    ProviderTransfer,
     TransferRequest,
 )
-from craftreel.shop.payments.repository import changed
+from craftreel.shop.payments.repository import changed, locked_order
 from craftreel.shop.payments.schemas import OnboardingLinkOut, PayoutAccountOut
 from craftreel.shop.prices import format_price
 from craftreel.shop.service import NoShop
@@ -368,8 +375,9 @@ async def queue_reversal(
     its restore is a transfer of its own, and the transfer has less left to take back than
     the order owes back: a later refund takes from the transfer first, then from restores,
     as much from each as it has left (one reversal each, keyed ``reversal-<refund>`` then
-    ``reversal-<refund>-2`` …). Nothing is taken back when the transfer failed: its retry
-    sends only what the order still owes.
+    ``reversal-<refund>-2`` …, numbered on from the refund's earlier reversals). Nothing is
+    taken back when the transfer failed: its retry sends only what the order still owes,
+    and should it turn out made after all, ``_take_back_over_sent`` takes it back then.
     """
     session = uow.session
     sent = (
@@ -381,6 +389,7 @@ async def queue_reversal(
                 PaymentTransfer.status != TransferStatus.FAILED,
             )
             .order_by(PaymentTransfer.created_at, PaymentTransfer.id)
+            .execution_options(populate_existing=True)
         )
     ).all()
     if amount <= 0 or not sent:
@@ -393,14 +402,19 @@ async def queue_reversal(
                 .where(
                     PaymentTransfer.kind == TransferKind.REVERSAL,
                     PaymentTransfer.transfer_id.in_([row.id for row in sent]),
-                    or_(
-                        PaymentTransfer.status != TransferStatus.FAILED,
-                        PaymentTransfer.failure_code.not_in(NOTHING_MOVED),
-                    ),
+                    _STILL_TAKING,
                 )
                 .group_by(PaymentTransfer.transfer_id)
             )
         ).all()
+    )
+    earlier = await session.scalar(
+        select(func.count())
+        .select_from(PaymentTransfer)
+        .where(
+            PaymentTransfer.refund_id == refund.id,
+            PaymentTransfer.kind == TransferKind.REVERSAL,
+        )
     )
     queued: list[UUID] = []
     left = amount
@@ -420,7 +434,7 @@ async def queue_reversal(
             amount=piece,
             currency=order.currency,
             status=TransferStatus.PENDING,
-            idempotency_key=f"reversal-{refund.id}" + (f"-{len(queued) + 1}" if queued else ""),
+            idempotency_key=_reversal_key(refund.id, int(earlier or 0) + len(queued)),
         )
         session.add(reversal)
         queued.append(reversal.id)
@@ -435,6 +449,114 @@ async def queue_reversal(
     await session.flush()
     for reversal_id in queued:
         _queue_execute(ctx, uow, reversal_id)
+    return queued
+
+
+#: A reversal that took, or may yet take, money back (a refused one can be sent again).
+_STILL_TAKING = or_(
+    PaymentTransfer.status != TransferStatus.FAILED,
+    PaymentTransfer.failure_code.not_in(NOTHING_MOVED),
+)
+
+
+def _reversal_key(refund_id: UUID, earlier: int) -> str:
+    """A refund's reversal's key, after ``earlier`` reversals of it: ``reversal-<refund>``,
+    then ``reversal-<refund>-2`` …"""
+    return f"reversal-{refund_id}" + (f"-{earlier + 1}" if earlier else "")
+
+
+async def _take_back_over_sent(ctx: AppContext, uow: UnitOfWork, order_id: UUID) -> list[UUID]:
+    """Take back what a seller's account holds for an order beyond what the order owes them,
+    once money has reached it: the reversals queued (run after commit by their jobs).
+
+    Nothing, as a rule: a refund settled while the money was on its way queued its reversal
+    then. But a transfer (or restore) recorded failed may turn out made after all (every
+    attempt went unanswered, yet one had landed), and a refund settled meanwhile took nothing
+    back from it. What is over — sent, less what reversals took or are taking, less the
+    order's ledger — is taken back refund by refund, oldest first, each up to its own part
+    (what its ledger rows took from the seller, less what its reversals take), under the
+    keys the refund would have used. Measured against the ledger, a transfer made for what
+    the order owed after its refunds (a retry's) takes nothing back, and a refund that failed
+    after all (its ledger rows cancelled) none either. Called under the order's lock, which
+    every refund settles under, so a refund settling at the same time is counted once:
+    here, or by its own ``queue_reversal``, which then sees the transfer made.
+    """
+    session = uow.session
+    ledger = await session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+            LedgerEntry.order_id == order_id
+        )
+    )
+    held = await session.scalar(
+        select(
+            func.coalesce(
+                func.sum(
+                    case(
+                        (PaymentTransfer.kind == TransferKind.REVERSAL, -PaymentTransfer.amount),
+                        else_=PaymentTransfer.amount,
+                    )
+                ),
+                0,
+            )
+        ).where(
+            PaymentTransfer.order_id == order_id,
+            or_(
+                and_(
+                    PaymentTransfer.kind.in_(SENDING),
+                    PaymentTransfer.status == TransferStatus.SUCCEEDED,
+                ),
+                and_(PaymentTransfer.kind == TransferKind.REVERSAL, _STILL_TAKING),
+            ),
+        )
+    )
+    over = int(held or 0) - int(ledger or 0)
+    if over <= 0:
+        return []
+    order = await session.get(Order, order_id)
+    assert order is not None
+    refunds = (
+        await session.scalars(
+            select(Refund)
+            .where(Refund.order_id == order_id, Refund.status == RefundStatus.SUCCEEDED)
+            .order_by(Refund.created_at, Refund.id)
+        )
+    ).all()
+    parts = dict(
+        (
+            await session.execute(
+                select(LedgerEntry.refund_id, -func.sum(LedgerEntry.amount))
+                .where(LedgerEntry.order_id == order_id, LedgerEntry.refund_id.is_not(None))
+                .group_by(LedgerEntry.refund_id)
+            )
+        ).all()
+    )
+    taken = dict(
+        (
+            await session.execute(
+                select(PaymentTransfer.refund_id, func.sum(PaymentTransfer.amount))
+                .where(
+                    PaymentTransfer.order_id == order_id,
+                    PaymentTransfer.kind == TransferKind.REVERSAL,
+                    _STILL_TAKING,
+                )
+                .group_by(PaymentTransfer.refund_id)
+            )
+        ).all()
+    )
+    queued: list[UUID] = []
+    for refund in refunds:
+        piece = min(over, int(parts.get(refund.id) or 0) - int(taken.get(refund.id) or 0))
+        if piece <= 0:
+            continue
+        queued += await queue_reversal(ctx, uow, order, refund, piece)
+        over -= piece
+        if not over:
+            break
+    if over:
+        log.error(
+            "a seller's account holds more for an order than its refunds took back",
+            extra={"order_id": str(order_id), "over": over},
+        )
     return queued
 
 
@@ -585,7 +707,7 @@ async def execute_transfer(
         if not last_attempt:
             raise  # the job asks again, with backoff, under the same key
         return await _settle_transfer(ctx, transfer_id, None, UNANSWERED)
-    return await _settle_transfer(ctx, transfer_id, done.ref, None)
+    return await _settle_transfer(ctx, transfer_id, done, None, request.idempotency_key)
 
 
 async def _reversal_made(ctx: AppContext, connect: ConnectProvider, reversal_id: UUID) -> bool:
@@ -656,15 +778,32 @@ async def _record_stopped_reversal(
 
 
 async def _settle_transfer(
-    ctx: AppContext, transfer_id: UUID, ref: str | None, failure_code: str | None
+    ctx: AppContext,
+    transfer_id: UUID,
+    made: ProviderTransfer | None,
+    failure_code: str | None,
+    key: str = "",
 ) -> TransferStatus:
     """Record the provider's answer once (pending → succeeded or failed); a failure is logged
     and the operator is mailed in the same transaction. No ledger row either way: the ledger
-    already holds the seller's share, and it stays theirs until it is sent. A reversal
-    stopped meanwhile (its refund failed after all) that the provider made is recorded."""
+    already holds the seller's share, and it stays theirs until it is sent.
+
+    Money that reached a seller's account is checked against what the order owes them (a
+    transfer or restore found made after all may hold a refund's part: it is taken back).
+    A ``made`` answer that comes after the row was settled otherwise is recorded too: a
+    reversal stopped meanwhile (its refund failed after all), or a call under the row's key
+    (``key``) that outlived the attempt whose silence failed it."""
     status = TransferStatus.FAILED if failure_code else TransferStatus.SUCCEEDED
     async with ctx.uow() as uow:
-        settled = await uow.session.execute(
+        session = uow.session
+        if made is not None:
+            # The refunds that decide what the order owes its seller settle under this lock.
+            order_id = await session.scalar(
+                select(PaymentTransfer.order_id).where(PaymentTransfer.id == transfer_id)
+            )
+            assert order_id is not None
+            await locked_order(session, order_id)
+        settled = await session.execute(
             update(PaymentTransfer)
             .where(
                 PaymentTransfer.id == transfer_id,
@@ -672,21 +811,64 @@ async def _settle_transfer(
             )
             .values(
                 status=status,
-                provider_ref=ref,
+                provider_ref=made.ref if made is not None else None,
                 failure_code=failure_code,
                 failed_at=utcnow() if failure_code else None,
             )
             .execution_options(synchronize_session=False)
         )
-        row = await uow.session.get(PaymentTransfer, transfer_id, populate_existing=True)
+        row = await session.get(PaymentTransfer, transfer_id, populate_existing=True)
         assert row is not None
-        if changed(settled) and failure_code is not None and failure_code not in NOTHING_MOVED:
-            await _alert_operator(ctx, uow, row)
-        elif not changed(settled) and ref is not None and row.failure_code == REFUND_FAILED:
-            await _record_stopped_reversal(ctx, uow, transfer_id, ref)
-            row = await uow.session.get(PaymentTransfer, transfer_id, populate_existing=True)
-            assert row is not None
+        if changed(settled):
+            if failure_code is not None and failure_code not in NOTHING_MOVED:
+                await _alert_operator(ctx, uow, row)
+            elif made is not None and row.kind in SENDING:
+                await _take_back_over_sent(ctx, uow, row.order_id)
+        elif made is not None and row.failure_code == REFUND_FAILED:
+            await _record_stopped_reversal(ctx, uow, transfer_id, made.ref)
+        elif made is not None and row.failure_code == UNANSWERED and row.idempotency_key == key:
+            await _record_made_after_all(ctx, uow, row, made, retries=row.retries)
+        row = await session.get(PaymentTransfer, transfer_id, populate_existing=True)
+        assert row is not None
         return TransferStatus(row.status)
+
+
+async def _record_made_after_all(
+    ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer, made: ProviderTransfer, *, retries: int
+) -> list[UUID] | None:
+    """A transfer, reversal or restore recorded failed was made by the provider after all
+    (found by ``retry_transfer``, or an answer that came late): record it made, as the
+    provider made it, and — for money sent to the seller — take back from it what the order
+    no longer owes them (refunds settled meanwhile took nothing back from it). The reversals
+    queued, or None when another caller recorded it first."""
+    session = uow.session
+    await locked_order(session, row.order_id)
+    recorded = await session.execute(
+        update(PaymentTransfer)
+        .where(
+            PaymentTransfer.id == row.id,
+            PaymentTransfer.status == TransferStatus.FAILED,
+            PaymentTransfer.retries == row.retries,
+        )
+        .values(
+            status=TransferStatus.SUCCEEDED,
+            provider_ref=made.ref,
+            amount=made.amount,
+            failure_code=None,
+            failed_at=None,
+            retries=retries,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not changed(recorded):
+        return None
+    log.warning(
+        "a failed transfer had been made after all",
+        extra={"transfer_id": str(row.id), "kind": row.kind, "ref": made.ref},
+    )
+    if row.kind not in SENDING:
+        return []
+    return await _take_back_over_sent(ctx, uow, row.order_id)
 
 
 async def _alert_operator(ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer) -> None:
@@ -757,12 +939,13 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
     goes on).
 
     A transfer is looked for at the provider first — one whose every attempt went unanswered
-    may have been made — and then sent as what the order still owes the seller (its ledger
-    less what their account holds for it: refunds made meanwhile took nothing back from a
-    transfer that never arrived), under a new key, since the provider remembers the refused
-    key's answer. A reversal or restore keeps its key when its outcome was unknown and takes
-    a new one after a refusal (a restore then sends at most what the order still owes). One
-    that failed without moving money is not sent again.
+    may have been made: it is then recorded made, and the refunds settled meanwhile take
+    their part back from it — and otherwise sent as what the order still owes the seller
+    (its ledger less what their account holds for it: refunds made meanwhile took nothing
+    back from a transfer that never arrived), under a new key, since the provider remembers
+    the refused key's answer. A reversal or restore keeps its key when its outcome was
+    unknown and takes a new one after a refusal (a restore then sends at most what the order
+    still owes). One that failed without moving money is not sent again.
     """
     connect = _connect(ctx)
     async with ctx.uow() as uow:
@@ -799,16 +982,18 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
         if row.kind == TransferKind.TRANSFER
         else None
     )
+    retries = row.retries + 1
+    if made is not None:
+        async with ctx.uow() as uow:
+            taking = await _record_made_after_all(ctx, uow, row, made, retries=retries)
+            if taking is None:
+                raise TransferNotFailed()
+        for reversal_id in taking:
+            await try_transfer(ctx, reversal_id)
+        return TransferStatus.SUCCEEDED
     async with ctx.uow() as uow:
-        retries = row.retries + 1
         first_key = row.idempotency_key.split("-retry-")[0]
         key = row.idempotency_key if same_key else f"{first_key}-retry-{retries}"
-        values: dict[str, object] = {"retries": retries, "failed_at": None, "failure_code": None}
-        if made is not None:
-            log.warning("a failed transfer had been made after all", extra={"ref": made.ref})
-            values |= {"status": TransferStatus.SUCCEEDED, "provider_ref": made.ref}
-        else:
-            values |= {"status": TransferStatus.PENDING, "idempotency_key": key, "amount": amount}
         moved = await uow.session.execute(
             update(PaymentTransfer)
             .where(
@@ -816,13 +1001,18 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
                 PaymentTransfer.status == TransferStatus.FAILED,
                 PaymentTransfer.retries == row.retries,
             )
-            .values(**values)
+            .values(
+                status=TransferStatus.PENDING,
+                idempotency_key=key,
+                amount=amount,
+                retries=retries,
+                failed_at=None,
+                failure_code=None,
+            )
             .execution_options(synchronize_session=False)
         )
         if not changed(moved):
             raise TransferNotFailed()
-        if made is not None:
-            return TransferStatus.SUCCEEDED
         _queue_execute(ctx, uow, transfer_id, again=f"retry-{retries}")
     try:
         return await execute_transfer(ctx, transfer_id)
