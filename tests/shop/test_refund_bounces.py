@@ -9,6 +9,7 @@ stand-in, on both databases."""
 from __future__ import annotations
 
 import asyncio
+from email.header import decode_header, make_header
 from email.message import Message
 from typing import Any
 from uuid import UUID
@@ -423,6 +424,162 @@ async def test_the_order_pages_say_a_refund_did_not_go_through(stripe: StripeWor
     assert again.json()["status"] == "succeeded"
     buyer_page = await page(bought.buyer.email, f"/orders/{bought.order_id}", "203.0.113.74")
     assert f"{total} is refunded to your card." in buyer_page
+
+
+async def page_text(world: StripeWorld, person_email: str, path: str, ip: str) -> str:
+    """A page as a signed-in person sees it, as text."""
+    transport = httpx.ASGITransport(app=world.app, client=(ip, 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as web:
+        browser = Browser(web)
+        assert (await browser.sign_in(person_email)).status_code == 303
+        return text_of(await browser.get(path))
+
+
+def seller_bounce_mails(outbox: Outbox, to: str) -> list[Message]:
+    return [
+        m
+        for m in outbox.messages()
+        if str(m["To"]) == to and str(m["Subject"]).startswith("A refund of")
+    ]
+
+
+async def test_the_seller_is_mailed_once_that_the_orders_money_is_theirs_again(
+    stripe: StripeWorld,
+) -> None:
+    ctx, stand_in, client = stripe.ctx, stripe.stand_in, stripe.client
+    outbox = Outbox(ctx.settings.mail_dir)
+    started, accounts, sellers, _ = await sent_transfers(stripe)
+    weaver = sellers["xweaver-studio"]
+    rug_order = next(o for o in started["orders"] if o["shop_handle"] == "xweaver-studio")
+    fee = apply_rate(rug_order["total"], FEE_BPS)
+    part = 1000 - payments.share(fee, 1000, rug_order["total"])
+    refunded = await client.post(
+        f"/api/v1/orders/{rug_order['id']}/refunds", headers=weaver.auth, json={"amount": 1000}
+    )
+    assert refunded.json()["status"] == "succeeded", refunded.text
+    assert seller_bounce_mails(outbox, weaver.email) == []
+
+    # The refund fails after all; its events come twice, and a late "succeeded" too.
+    [stripe_ref] = stand_in.refunds
+    made = [e for e in stand_in.events if e["data"]["object"].get("object") == "refund"]
+    bounced = stand_in.bounce_refund(stripe_ref, "lost_or_stolen_card")
+    await deliver(stripe, [*bounced, *reversed(bounced), *made])
+
+    [mail] = seller_bounce_mails(outbox, weaver.email)
+    subject = str(make_header(decode_header(mail["Subject"])))
+    assert subject == f"A refund of {gbp(1000)} to xbuyer did not go through"
+    text = body_of(mail)
+    assert f"The refund of {gbp(1000)} you made to xbuyer did not reach their card" in text
+    assert "the card was reported lost or stolen" in text
+    assert (
+        f"The order's money is yours again: {gbp(part)} is back in your balance, and the "
+        f"{gbp(part)} taken back from your Stripe account for it is being sent back there." in text
+    )
+    assert f"/sell/orders/{rug_order['id']}" in text
+    # Only the seller whose order it was; the buyer has their own mail.
+    assert seller_bounce_mails(outbox, sellers["xpotter-studio"].email) == []
+    assert len(bounce_mails(outbox, "xbuyer@example.org")) == 1
+    assert accounts["xweaver-studio"]
+
+
+async def test_a_destination_charges_seller_is_told_the_money_is_back_in_their_balance(
+    stripe: StripeWorld,
+) -> None:
+    outbox = Outbox(stripe.ctx.settings.mail_dir)
+    bought = await paid_at_stripe(stripe, "destshop", "destbuyer")
+    fee = payments.platform_fee(bought.total, FEE_BPS)
+    answered = await refund(stripe, bought, amount=800)
+    assert answered.json()["status"] == "succeeded", answered.text
+    [stripe_ref] = stripe.stand_in.refunds
+    await deliver(stripe, stripe.stand_in.bounce_refund(stripe_ref, "expired_or_canceled_card"))
+    [mail] = seller_bounce_mails(outbox, bought.seller.email)
+    text = body_of(mail)
+    back = 800 - payments.share(fee, 800, bought.total)
+    assert f"The order's money is yours again: {gbp(back)} is back in your balance." in text
+    assert "Stripe account" not in text
+
+
+async def test_the_did_not_go_through_note_shows_until_the_seller_refunds_it_again(
+    stripe: StripeWorld,
+) -> None:
+    stand_in = stripe.stand_in
+    bought = await paid_at_stripe(stripe, "noteshop", "notebuyer")
+    order_path = f"/orders/{bought.order_id}"
+    note = "A refund did not go through."
+
+    def stripe_ref_of(answered: httpx.Response) -> str:
+        refund_id = answered.json()["id"]
+        return next(
+            r["id"] for r in stand_in.refunds.values() if r["metadata"]["refund_id"] == refund_id
+        )
+
+    # A refund for one thing, then another that fails after all: the first, made before the
+    # failure was known, answers none of it.
+    assert (await refund(stripe, bought, amount=500)).json()["status"] == "succeeded"
+    failed = await refund(stripe, bought, amount=1200)
+    assert failed.json()["status"] == "succeeded", failed.text
+    await deliver(stripe, stand_in.bounce_refund(stripe_ref_of(failed), "lost_or_stolen_card"))
+    shown = await money(stripe, bought)
+    assert (shown["refund_bounced"], shown["refund_bounced_open"]) == (1200, 1200)
+    buyer_page = await page_text(stripe, bought.buyer.email, order_path, "203.0.113.81")
+    assert f"{note} {gbp(1200)} that noteshop studio refunded did not reach" in buyer_page
+
+    # The seller refunds it again in two pieces: the note says what is still open, then goes.
+    assert (await refund(stripe, bought, amount=700)).json()["status"] == "succeeded"
+    assert (await money(stripe, bought))["refund_bounced_open"] == 500
+    seller_page = await page_text(
+        stripe, bought.seller.email, f"/sell/orders/{bought.order_id}", "203.0.113.82"
+    )
+    assert f"{note} {gbp(500)} you refunded did not reach" in seller_page
+    last = await refund(stripe, bought, amount=500)
+    assert last.json()["status"] == "succeeded", last.text
+    shown = await money(stripe, bought)
+    assert (shown["refund_bounced"], shown["refund_bounced_open"]) == (1200, 0)
+    for person, path, ip in (
+        (bought.buyer.email, order_path, "203.0.113.83"),
+        (bought.seller.email, f"/sell/orders/{bought.order_id}", "203.0.113.84"),
+        (bought.seller.email, order_path, "203.0.113.85"),
+    ):
+        page = await page_text(stripe, person, path, ip)
+        assert note not in page, path
+    buyer_page = await page_text(stripe, bought.buyer.email, order_path, "203.0.113.86")
+    assert f"{gbp(500 + 700 + 500)} is refunded to your card." in buyer_page
+    # The list of refunds still tells what happened.
+    seller_page = await page_text(
+        stripe, bought.seller.email, f"/sell/orders/{bought.order_id}", "203.0.113.87"
+    )
+    assert f"{gbp(1200)} · did not reach the buyer’s card" in seller_page
+
+    # The last of those fails too: the note is back, for what it left open.
+    await deliver(stripe, stand_in.bounce_refund(stripe_ref_of(last), "expired_or_canceled_card"))
+    assert (await money(stripe, bought))["refund_bounced_open"] == 500
+    buyer_page = await page_text(stripe, bought.buyer.email, order_path, "203.0.113.88")
+    assert f"{note} {gbp(500)} that noteshop studio refunded did not reach" in buyer_page
+
+
+async def test_a_cancelled_order_refunded_and_more_on_its_way_says_whose_card(
+    stripe: StripeWorld,
+) -> None:
+    bought = await paid_at_stripe(stripe, "waitshop", "waitbuyer")
+    assert (await refund(stripe, bought, amount=1000)).json()["status"] == "succeeded"
+    stripe.stand_in.hold_refunds = True
+    cancelled = await stripe.client.post(
+        f"/api/v1/orders/{bought.order_id}/cancel", headers=bought.seller.auth
+    )
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "pending"
+    rest = gbp(bought.total - 1000)
+    path = f"/orders/{bought.order_id}"
+    seller_page = await page_text(stripe, bought.seller.email, path, "203.0.113.91")
+    assert (
+        f"Cancelled. {gbp(1000)} is refunded to the buyer’s card, and {rest} more is on its way."
+        in seller_page
+    )
+    assert "your card" not in seller_page
+    buyer_page = await page_text(stripe, bought.buyer.email, path, "203.0.113.92")
+    assert (
+        f"Cancelled. {gbp(1000)} is refunded to your card, and {rest} more is on its way."
+        in buyer_page
+    )
 
 
 __all__ = ["stand_in", "stripe"]  # the fixtures, imported for these tests

@@ -1,5 +1,5 @@
 """Mail the shop sends buyers: the receipt once a checkout is paid, and a notice for each
-refund once the provider has made it."""
+refund once the provider has made it (and again should it fail after all, to the seller too)."""
 
 from __future__ import annotations
 
@@ -243,3 +243,70 @@ async def queue_refund_bounced_notice(
             "We have been told and will contact you to return it another way.",
         ]
     ctx.outbox.queue(uow, Mail(to=buyer.email, subject=subject, text="\n".join(parts) + "\n"))
+
+
+async def queue_refund_bounced_seller_notice(
+    ctx: AppContext,
+    uow: UnitOfWork,
+    *,
+    order_id: UUID,
+    amount: int,
+    currency: str,
+    why: str,
+    back_in_balance: int,
+    sent_back: int,
+) -> None:
+    """Tell the seller a refund they made did not reach the buyer after all: what happened,
+    that the order's money is theirs again, and what they can do. Called in the transaction
+    that records the failure, which happens once per refund. ``back_in_balance`` is what the
+    refund had taken from their balance (the refund less the fee given back with it);
+    ``sent_back`` what is being sent back to their Stripe account, where a reversal took it.
+    """
+    session = uow.session
+    row = (
+        await session.execute(
+            select(Order, User)
+            .join(Shop, Shop.id == Order.shop_id)
+            .join(User, User.id == Shop.owner_id)
+            .where(Order.id == order_id)
+        )
+    ).first()
+    if row is None:
+        return
+    order, owner = row
+    buyer = await session.get(User, order.buyer_id)
+    buyer_name = buyer.display_name if buyer is not None else "the buyer"
+
+    def price(minor: int) -> str:
+        return format_price(minor, currency)
+
+    yours = f"The order's money is yours again: {price(back_in_balance)} is back in your balance"
+    if sent_back:
+        yours += (
+            f", and the {price(sent_back)} taken back from your Stripe account for it is being "
+            "sent back there"
+        )
+    base = str(ctx.settings.base_url).rstrip("/")
+    parts = [
+        f"Hi {owner.display_name},",
+        "",
+        f"The refund of {price(amount)} you made to {buyer_name} did not reach their card "
+        f"after all: {why}. Their bank sent the money back, so they did not get it. We have "
+        "told them, and asked them to contact you.",
+        "",
+        f"{yours}.",
+        "",
+        "You can refund it again from the order's page — to the same card, which may refuse "
+        "it again — or settle with the buyer another way:",
+        f"  {base}/sell/orders/{order.id}",
+        "",
+        f"Order total: {price(order.total)}",
+    ]
+    ctx.outbox.queue(
+        uow,
+        Mail(
+            to=owner.email,
+            subject=f"A refund of {price(amount)} to {buyer_name} did not go through",
+            text="\n".join(parts) + "\n",
+        ),
+    )

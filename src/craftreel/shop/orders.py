@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from craftreel.accounts import service as accounts
@@ -45,7 +45,13 @@ from craftreel.shop.models import (
     Shop,
     Variant,
 )
-from craftreel.shop.payments import LedgerEntry, Payment, Refund, RefundStatus
+from craftreel.shop.payments import (
+    LedgerEntry,
+    Payment,
+    Refund,
+    RefundStatus,
+    bounced_not_refunded_again,
+)
 from craftreel.shop.schemas import ShippingChoice
 
 
@@ -199,6 +205,9 @@ class OrderDetail(BaseModel):
     refund_pending: int = 0
     #: Refunds that failed after they had succeeded: they never reached the buyer's card.
     refund_bounced: int = 0
+    #: Of those, what no refund made since has given the buyer: while there is any, the
+    #: page says a refund did not go through.
+    refund_bounced_open: int = 0
     #: The other orders placed in the same checkout (other shops).
     sibling_order_ids: list[UUID]
 
@@ -621,18 +630,7 @@ async def order_detail(ctx: AppContext, uow: UnitOfWork, user: User, order_id: U
             .order_by(Order.id)
         )
     ).all()
-    refunds = (
-        await session.execute(
-            select(
-                Refund.status,
-                func.sum(Refund.amount),
-                func.sum(case((Refund.bounced_at.is_not(None), Refund.amount), else_=0)),
-            )
-            .where(Refund.order_id == order.id)
-            .group_by(Refund.status)
-        )
-    ).all()
-    refunded = {str(status): int(amount or 0) for status, amount, _ in refunds}
+    refunds = (await session.scalars(select(Refund).where(Refund.order_id == order.id))).all()
     is_buyer = user.id == order.buyer_id
     digital_only = bool(lines) and all(kind == ListingKind.DIGITAL for _, _, kind in lines)
     delivered_at = shipment.delivered_at if shipment else None
@@ -681,8 +679,9 @@ async def order_detail(ctx: AppContext, uow: UnitOfWork, user: User, order_id: U
         downloads_unlocked=order.status in UNLOCKED,
         digital_only=digital_only,
         cancellable=is_buyer and order.status == OrderStatus.PAID,
-        refunded=refunded.get(RefundStatus.SUCCEEDED, 0),
-        refund_pending=refunded.get(RefundStatus.PENDING, 0),
-        refund_bounced=sum(int(bounced or 0) for _, _, bounced in refunds),
+        refunded=sum(r.amount for r in refunds if r.status == RefundStatus.SUCCEEDED),
+        refund_pending=sum(r.amount for r in refunds if r.status == RefundStatus.PENDING),
+        refund_bounced=sum(r.amount for r in refunds if r.bounced_at is not None),
+        refund_bounced_open=bounced_not_refunded_again(refunds),
         sibling_order_ids=list(siblings) if is_buyer else [],
     )

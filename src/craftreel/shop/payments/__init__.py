@@ -78,6 +78,7 @@ from craftreel.shop.payments.errors import (
 )
 from craftreel.shop.payments.ledger import (
     balance,
+    bounced_not_refunded_again,
     failure_text,
     platform_fee,
     share,
@@ -234,6 +235,7 @@ __all__ = [
     "apply_state",
     "balance",
     "begin_payment",
+    "bounced_not_refunded_again",
     "cancel_order",
     "card_digits",
     "check_signature",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -28,6 +29,8 @@ from craftreel.shop.payments.models import (
     LedgerEntry,
     LedgerKind,
     PaymentTransfer,
+    Refund,
+    RefundStatus,
     TransferKind,
     TransferStatus,
 )
@@ -222,6 +225,28 @@ REFUND_FAILURES = {
 def refund_failure_text(code: str | None) -> str:
     """Why a refund failed, in words (lower case: it goes inside a sentence)."""
     return REFUND_FAILURES.get(code or "", "the card's bank did not take it")
+
+
+def bounced_not_refunded_again(refunds: Iterable[Refund]) -> int:
+    """What of an order's refunds that failed after succeeding no refund made since has given
+    the buyer: the amount its pages say did not go through — none once the seller has
+    refunded it again, in one go or in pieces.
+
+    In time order, a refund failing after it succeeded opens its amount, and every refund
+    that succeeded (even one that failed later in its turn) gives back up to what is open
+    when it was made. One made before a failure was known was for something else, so it
+    answers none of it; one still pending answers nothing yet.
+    """
+    moves: list[tuple[datetime, int]] = []
+    for refund in refunds:
+        if refund.status == RefundStatus.SUCCEEDED or refund.bounced_at is not None:
+            moves.append((refund.created_at, -refund.amount))
+        if refund.bounced_at is not None:
+            moves.append((refund.bounced_at, refund.amount))
+    still_open = 0
+    for _, amount in sorted(moves, key=lambda move: move[0]):
+        still_open = max(0, still_open + amount)
+    return still_open
 
 
 async def failed_transfers(

@@ -145,6 +145,9 @@ class OrderMoneyOut(BaseModel):
     refund_pending: int
     #: Refunds that failed after they had succeeded: back in the seller's balance.
     refund_bounced: int = 0
+    #: Of those, what no refund made since has given the buyer: while there is any, the
+    #: order's pages say a refund did not go through.
+    refund_bounced_open: int = 0
     #: What a refund may still give back.
     refundable: int
     #: Paid and not yet shipped: the seller may cancel it (stock back, payment refunded).

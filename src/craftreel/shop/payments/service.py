@@ -23,7 +23,12 @@ from craftreel.core.errors import InvalidInput
 from craftreel.core.ids import uuid7
 from craftreel.shop import live
 from craftreel.shop import repository as shop_repo
-from craftreel.shop.mails import queue_receipt, queue_refund_bounced_notice, queue_refund_notice
+from craftreel.shop.mails import (
+    queue_receipt,
+    queue_refund_bounced_notice,
+    queue_refund_bounced_seller_notice,
+    queue_refund_notice,
+)
 from craftreel.shop.models import (
     Checkout,
     CheckoutStatus,
@@ -58,6 +63,7 @@ from craftreel.shop.payments.errors import (
 )
 from craftreel.shop.payments.ledger import (
     add_entry,
+    bounced_not_refunded_again,
     failure_text,
     platform_fee,
     refund_failure_text,
@@ -834,7 +840,8 @@ async def _record_bounce(
     rows that cancel the refund's own (same kinds, opposite signs, so every sum — the
     balance, what the order owes the seller, the next refund's share of the fee — reads as if
     it had not happened), the seller's part taken back from their Stripe account is given
-    back (``connect.restore_reversals``), the buyer is mailed and the operator alerted.
+    back (``connect.restore_reversals``), the buyer and the seller are mailed and the
+    operator alerted.
     """
     session = uow.session
     order = await locked_order(session, refund.order_id) if refund.order_id else None
@@ -864,7 +871,7 @@ async def _record_bounce(
     )
     payment = await session.get(Payment, refund.payment_id, populate_existing=True)
     assert payment is not None
-    refunded_total, given_back, stopped = payment.amount_refunded, 0, 0
+    refunded_total, given_back, stopped, back_in_balance = payment.amount_refunded, 0, 0, 0
     if order is not None:
         entries = (
             await session.scalars(
@@ -882,6 +889,7 @@ async def _record_bounce(
                 f"{entry.kind}_failed:{refund.id}",
                 refund.id,
             )
+            back_in_balance -= entry.amount
         await session.flush()
         refunded_total = -await order_sum(session, order.id, LedgerKind.REFUND)
         given_back, stopped = await connect.restore_reversals(ctx, uow, refund)
@@ -896,6 +904,17 @@ async def _record_bounce(
         why=refund_failure_text(result.failure_code),
         refunded_total=refunded_total,
     )
+    if order is not None:
+        await queue_refund_bounced_seller_notice(
+            ctx,
+            uow,
+            order_id=order.id,
+            amount=refund.amount,
+            currency=refund.currency,
+            why=refund_failure_text(result.failure_code),
+            back_in_balance=back_in_balance,
+            sent_back=given_back,
+        )
     amount = format_price(refund.amount, refund.currency)
     _alert_refund(
         ctx,
@@ -1100,6 +1119,7 @@ async def order_money(uow: UnitOfWork, seller: User, order_id: UUID) -> OrderMon
         refunded=sum(r.amount for r in refunds if r.status == RefundStatus.SUCCEEDED),
         refund_pending=sum(r.amount for r in refunds if r.status == RefundStatus.PENDING),
         refund_bounced=sum(r.amount for r in refunds if r.bounced_at is not None),
+        refund_bounced_open=bounced_not_refunded_again(refunds),
         refundable=max(order.total - claimed, 0) if paid else 0,
         cancellable=order.status == OrderStatus.PAID,
         refunds=[refund_out(r) for r in refunds],
