@@ -116,6 +116,47 @@ async def test_a_transfer_found_made_takes_back_the_part_of_a_refund_made_meanwh
     assert len(operator_mail(stripe)) == 1  # the transfer that failed; nothing since
 
 
+async def test_after_a_whole_refund_the_retry_still_looks_for_the_transfer_first(
+    stripe: StripeWorld,
+) -> None:
+    ctx, stand_in, client = stripe.ctx, stripe.stand_in, stripe.client
+    started, accounts, sellers = await paid_two_shops(stripe)
+    # Both transfers go unanswered: the potter's had been made, the weaver's never was.
+    made_but_never_answered(stand_in, accounts["xpotter-studio"], ATTEMPTS - 1)
+    stand_in.fail_next(
+        "POST",
+        "/v1/transfers",
+        503,
+        times=ATTEMPTS,
+        when={"destination": accounts["xweaver-studio"]},
+    )
+    await drain(ctx)
+    rows = await transfer_rows(ctx)
+    assert {(r.status, r.failure_code) for r in rows.values()} == {
+        ("failed", "provider_unavailable")
+    }
+    # Both orders are refunded in full meanwhile: neither owes its seller anything now.
+    for shop in ("xpotter-studio", "xweaver-studio"):
+        whole = await client.post(
+            f"/api/v1/orders/{order_of(started, shop)['id']}/refunds",
+            headers=sellers[shop].auth,
+            json={},
+        )
+        assert whole.json()["status"] == "succeeded", whole.text
+
+    # The potter's was made: all of it is taken back. The weaver's was not: nothing to send.
+    mug_order = order_of(started, "xpotter-studio")
+    assert await payments.retry_transfer(ctx, rows[UUID(mug_order["id"])].id) == "succeeded"
+    [reversal] = await reversal_rows(ctx)
+    assert (reversal.amount, reversal.status) == (share(mug_order), "succeeded")
+    assert await reconciled(stripe, mug_order, accounts["xpotter-studio"]) == 0
+    rug_order = order_of(started, "xweaver-studio")
+    with pytest.raises(payments.TransferNotRetryable):
+        await payments.retry_transfer(ctx, rows[UUID(rug_order["id"])].id)
+    assert await reconciled(stripe, rug_order, accounts["xweaver-studio"]) == 0
+    assert len(stand_in.transfers) == 1
+
+
 async def test_a_refund_made_while_the_transfer_was_pending_is_taken_back_once_it_is_found(
     stripe: StripeWorld,
 ) -> None:

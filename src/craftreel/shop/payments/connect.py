@@ -970,18 +970,18 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
             raise TransferNotRetryable(
                 f"Not to be sent: {failure_text(row.failure_code)}.", refund_id=str(row.refund_id)
             )
+        owed = await owed_to_seller(uow.session, row.order_id)
         if row.kind in SENDING and not same_key:
-            owed = await owed_to_seller(uow.session, row.order_id)
             amount = min(row.amount, owed)
-            if amount <= 0:
-                raise TransferNotRetryable(
-                    "Nothing is left to send: the order was refunded.", owed=owed
-                )
+    # Looked for even when the order was refunded in full meanwhile: if it was made, all of
+    # it is the seller's to give back.
     made = (
         await connect.find_transfer(group, str(order_id))
         if row.kind == TransferKind.TRANSFER
         else None
     )
+    if made is None and amount <= 0:
+        raise TransferNotRetryable("Nothing is left to send: the order was refunded.", owed=owed)
     retries = row.retries + 1
     if made is not None:
         async with ctx.uow() as uow:
