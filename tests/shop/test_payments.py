@@ -1346,8 +1346,9 @@ class StripeStandIn:
                 "return_url": form["return_url"],
             }
         if (method, parts) == ("GET", ["v1", "transfers"]):
+            # Newest first, as Stripe lists them.
             group = query.get("transfer_group")
-            found = [t for t in self.transfers.values() if t["transfer_group"] == group]
+            found = [t for t in self.transfers.values() if t["transfer_group"] == group][::-1]
             return 200, {"object": "list", "data": found, "has_more": False}
         if (method, parts) == ("POST", ["v1", "transfers"]):
             account = self.accounts.get(form.get("destination", ""))
