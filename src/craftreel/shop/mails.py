@@ -255,12 +255,15 @@ async def queue_refund_bounced_seller_notice(
     why: str,
     back_in_balance: int,
     sent_back: int,
+    topped_up: int = 0,
 ) -> None:
     """Tell the seller a refund they made did not reach the buyer after all: what happened,
     that the order's money is theirs again, and what they can do. Called in the transaction
     that records the failure, which happens once per refund. ``back_in_balance`` is what the
     refund had taken from their balance (the refund less the fee given back with it);
-    ``sent_back`` what is being sent back to their Stripe account, where a reversal took it.
+    ``sent_back`` what is being sent back to their Stripe account, where a reversal took it;
+    ``topped_up`` what is being sent there because no reversal took it (the order's transfer
+    was sent after the refund, for what the order owed then).
     """
     session = uow.session
     row = (
@@ -286,6 +289,9 @@ async def queue_refund_bounced_seller_notice(
             f", and the {price(sent_back)} taken back from your Stripe account for it is being "
             "sent back there"
         )
+    if topped_up:
+        more = " more" if sent_back else ""
+        yours += f", and {price(topped_up)}{more} is being sent to your Stripe account"
     base = str(ctx.settings.base_url).rstrip("/")
     parts = [
         f"Hi {owner.display_name},",

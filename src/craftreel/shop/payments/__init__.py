@@ -23,7 +23,8 @@ Why money cannot go wrong here, whatever the timing:
   is asked, so concurrent refunds can never exceed what was paid; the ledger gets its rows
   once the provider confirms. A refund the provider fails after confirming it is undone once,
   by the one conditional update that moves it succeeded → failed: rows that cancel its
-  ledger rows, its payment totals back, the seller's reversal given back.
+  ledger rows, its payment totals back, the seller's reversal given back (or, when it had
+  none, what their Stripe account is short for the order sent by a top-up).
 
 The package: ``models`` (tables), ``schemas`` (API shapes), ``errors``, ``config``
 (settings and job kinds), ``providers`` (the interface, the test provider, Stripe),

@@ -1,7 +1,8 @@
 """Stripe Connect for a marketplace: each shop's connected account and its onboarding, the
 transfers that pay each seller their share of a multi-shop payment (and the reversals a
-refund makes, and the restores of those whose refund failed after all), and the payouts that
-leave a seller's account.
+refund makes, the restores of those whose refund failed after all, and the top-ups of what
+such a refund leaves a seller's account short), and the payouts that leave a seller's
+account.
 
 Why a seller is paid exactly once, whatever the timing:
 
@@ -28,7 +29,11 @@ Why a seller is paid exactly once, whatever the timing:
 - A refund that fails after it succeeded (the buyer's card was closed) gives the seller back
   what its reversal took: a restore, a transfer keyed ``restore-<reversal>`` made like any
   other. A reversal not yet made is stopped instead, and its restore first asks the provider
-  whether a call in flight made it after all (``restore_reversals``).
+  whether a call in flight made it after all (``_restore_reversals``). What the seller's
+  account is then still short for the order — no reversal of the refund was made, as the
+  order's transfer was sent after it, for what the order owed then — is sent by a top-up,
+  keyed ``top-up-<refund>`` (``_top_up``). So the check runs both ways, under the order's
+  lock: money over what the order owes is taken back, money short of it is sent.
 - ``account.updated`` events are applied from the account as the provider shows it *now*, so
   two events arriving in the wrong order cannot leave a stale state behind; payout events
   write ledger rows unique by payout, and a failed payout's rows net to zero whichever of its
@@ -38,7 +43,8 @@ Why a seller is paid exactly once, whatever the timing:
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -372,12 +378,13 @@ async def queue_reversal(
     """Take ``amount`` (the seller's part of a refund) back from what the order sent them.
 
     Usually that is one reversal of the order's transfer. After a refund failed after all,
-    its restore is a transfer of its own, and the transfer has less left to take back than
-    the order owes back: a later refund takes from the transfer first, then from restores,
-    as much from each as it has left (one reversal each, keyed ``reversal-<refund>`` then
-    ``reversal-<refund>-2`` …, numbered on from the refund's earlier reversals). Nothing is
-    taken back when the transfer failed: its retry sends only what the order still owes,
-    and should it turn out made after all, ``_take_back_over_sent`` takes it back then.
+    its restore (or top-up) is a transfer of its own, and the transfer has less left to take
+    back than the order owes back: a later refund takes from the transfer first, then from
+    restores and top-ups, as much from each as it has left (one reversal each, keyed
+    ``reversal-<refund>`` then ``reversal-<refund>-2`` …, numbered on from the refund's
+    earlier reversals). Nothing is taken back when the transfer failed: its retry sends only
+    what the order still owes, and should it turn out made after all,
+    ``_take_back_over_sent`` takes it back then.
     """
     session = uow.session
     sent = (
@@ -482,11 +489,7 @@ async def _take_back_over_sent(ctx: AppContext, uow: UnitOfWork, order_id: UUID)
     here, or by its own ``queue_reversal``, which then sees the transfer made.
     """
     session = uow.session
-    ledger = await session.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-            LedgerEntry.order_id == order_id
-        )
-    )
+    ledger = await order_ledger(session, order_id)
     held = await session.scalar(
         select(
             func.coalesce(
@@ -509,7 +512,7 @@ async def _take_back_over_sent(ctx: AppContext, uow: UnitOfWork, order_id: UUID)
             ),
         )
     )
-    over = int(held or 0) - int(ledger or 0)
+    over = int(held or 0) - ledger
     if over <= 0:
         return []
     order = await session.get(Order, order_id)
@@ -573,8 +576,45 @@ async def reversals_of(ctx: AppContext, refund_id: UUID) -> list[UUID]:
         return list(rows.all())
 
 
-async def restore_reversals(ctx: AppContext, uow: UnitOfWork, refund: Refund) -> tuple[int, int]:
-    """A refund failed after it had succeeded: give the seller back their part of it.
+@dataclass(frozen=True)
+class PartGivenBack:
+    """What a refund that failed after succeeding does at the seller's Stripe account."""
+
+    #: Taken back by the refund's reversals, and being given back by restores.
+    restored: int = 0
+    #: Not taken back yet: its reversals are stopped (and given back should they be made).
+    stopped: int = 0
+    #: What the account is short for the order beyond that, sent by a top-up.
+    topped_up: int = 0
+    #: The order's transfer, and how it stands (None: the order is paid without transfers).
+    transfer_id: UUID | None = None
+    transfer_status: str | None = None
+
+
+async def give_back_refund_part(
+    ctx: AppContext, uow: UnitOfWork, order: Order, refund: Refund
+) -> PartGivenBack:
+    """A refund failed after it had succeeded, and the order's ledger has its part back: bring
+    what the seller's Stripe account holds for the order back up to what the order owes them.
+
+    What the refund's reversals took is given back by restores (``_restore_reversals``);
+    what the account is still short — no reversal of it was made, as the order's transfer
+    was sent after the refund, for what the order owed then — by a top-up (``_top_up``).
+    Called once per refund, by the transaction that records the failure, under the order's
+    lock, after the ledger rows that cancel the refund's."""
+    restored, stopped = await _restore_reversals(ctx, uow, refund)
+    topped_up, transfer = await _top_up(ctx, uow, order, refund)
+    return PartGivenBack(
+        restored=restored,
+        stopped=stopped,
+        topped_up=topped_up,
+        transfer_id=transfer.id if transfer is not None else None,
+        transfer_status=transfer.status if transfer is not None else None,
+    )
+
+
+async def _restore_reversals(ctx: AppContext, uow: UnitOfWork, refund: Refund) -> tuple[int, int]:
+    """Give the seller back what the reversals of a refund that failed after succeeding took.
 
     Called once per refund, by the transaction that records the failure. A reversal not yet
     made (pending, or failed and waiting for a retry) is stopped — no job or retry sends it
@@ -644,13 +684,84 @@ async def restore_reversals(ctx: AppContext, uow: UnitOfWork, refund: Refund) ->
     return given_back, sum(r.amount for r in reversals) - given_back
 
 
+async def _top_up(
+    ctx: AppContext, uow: UnitOfWork, order: Order, refund: Refund
+) -> tuple[int, PaymentTransfer | None]:
+    """Send what the seller's account is short for an order once ``refund`` failed after
+    succeeding: its ledger less what the account holds for it or will (``_bound_for``),
+    restores included. Short when no reversal of the refund was there to give back — the
+    order's transfer failed, the refund took nothing from it, and its retry sent what the
+    order owed then. Nothing for an order paid without transfers (a destination charge, or
+    a seller with no connected account): there the ledger is all there is. Keyed by the
+    refund, which fails after succeeding once: ``top-up-<refund>``. The amount sent, and the
+    order's transfer."""
+    session = uow.session
+    rows = (
+        await session.scalars(
+            select(PaymentTransfer)
+            .where(PaymentTransfer.order_id == order.id)
+            .order_by(PaymentTransfer.created_at, PaymentTransfer.id)
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    transfer = next((row for row in rows if row.kind == TransferKind.TRANSFER), None)
+    if transfer is None:
+        return 0, None
+    short = await order_ledger(session, order.id) - _bound_for(rows)
+    if short <= 0:
+        return 0, transfer
+    top_up = PaymentTransfer(
+        id=uuid7(),
+        kind=TransferKind.TOP_UP,
+        payment_id=transfer.payment_id,
+        order_id=order.id,
+        shop_id=order.shop_id,
+        refund_id=refund.id,
+        destination=transfer.destination,
+        amount=short,
+        currency=order.currency,
+        status=TransferStatus.PENDING,
+        idempotency_key=f"top-up-{refund.id}",
+    )
+    session.add(top_up)
+    await session.flush()
+    log.warning(
+        "a seller's account is short for an order: topping it up",
+        extra={"order_id": str(order.id), "refund_id": str(refund.id), "short": short},
+    )
+    _queue_execute(ctx, uow, top_up.id)
+    return short, transfer
+
+
+def _bound_for(rows: Sequence[PaymentTransfer]) -> int:
+    """What a seller's account will hold for an order once what is under way lands: what was
+    sent, is on its way or failed and is to be sent again (its retry sends what the order
+    still owes), less what was taken back, is being taken or is to be taken again. Failures
+    that moved nothing count for nothing, and so does the restore of a stopped reversal
+    until that reversal turns out made: then both count, and cancel out."""
+    reversals_made = {
+        row.id
+        for row in rows
+        if row.kind == TransferKind.REVERSAL and row.status == TransferStatus.SUCCEEDED
+    }
+    bound = 0
+    for row in rows:
+        if row.status == TransferStatus.FAILED and row.failure_code in NOTHING_MOVED:
+            continue
+        if row.kind == TransferKind.REVERSAL:
+            bound -= row.amount
+        elif row.kind != TransferKind.RESTORE or row.transfer_id in reversals_made:
+            bound += row.amount
+    return bound
+
+
 async def execute_transfer(
     ctx: AppContext, transfer_id: UUID, *, last_attempt: bool = False
 ) -> TransferStatus:
-    """Ask the provider for a pending transfer or reversal (idempotent by its key) and record
-    the answer. A provider that cannot be reached raises, so the job tries again — unless
-    this is its ``last_attempt``: then the row fails (``provider_unavailable``) and the
-    operator is told. A refusal fails the row and tells the operator at once."""
+    """Ask the provider for a pending transfer, reversal, restore or top-up (idempotent by its
+    key) and record the answer. A provider that cannot be reached raises, so the job tries
+    again — unless this is its ``last_attempt``: then the row fails (``provider_unavailable``)
+    and the operator is told. A refusal fails the row and tells the operator at once."""
     async with ctx.uow() as uow:
         row = await uow.session.get(PaymentTransfer, transfer_id, populate_existing=True)
         if row is None:
@@ -683,6 +794,13 @@ async def execute_transfer(
             # From the platform's balance, where the failed refund's money came back.
             metadata = {**request.metadata, "reversal_id": str(parent_id)}
             done = await connect.create_transfer(replace(request, metadata=metadata))
+        elif kind == TransferKind.TOP_UP:
+            # From the platform's balance too; marked, so it is never taken for the order's
+            # own transfer (``find_transfer``).
+            top_up = {"refund_id": str(refund_id), "kind": TransferKind.TOP_UP.value}
+            done = await connect.create_transfer(
+                replace(request, metadata={**request.metadata, **top_up})
+            )
         else:
             assert parent_id is not None
             parent_status = await execute_transfer(ctx, parent_id)
@@ -836,8 +954,8 @@ async def _settle_transfer(
 async def _record_made_after_all(
     ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer, made: ProviderTransfer, *, retries: int
 ) -> list[UUID] | None:
-    """A transfer, reversal or restore recorded failed was made by the provider after all
-    (found by ``retry_transfer``, or an answer that came late): record it made, as the
+    """A transfer, reversal, restore or top-up recorded failed was made by the provider after
+    all (found by ``retry_transfer``, or an answer that came late): record it made, as the
     provider made it, and — for money sent to the seller — take back from it what the order
     no longer owes them (refunds settled meanwhile took nothing back from it). The reversals
     queued, or None when another caller recorded it first."""
@@ -872,7 +990,8 @@ async def _record_made_after_all(
 
 
 async def _alert_operator(ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer) -> None:
-    """Log a failed transfer or reversal loudly, and mail the operator when there is one."""
+    """Log a failed transfer, reversal, restore or top-up loudly, and mail the operator when
+    there is one."""
     shop = await uow.session.get(Shop, row.shop_id)
     shop_name = f"{shop.name} (@{shop.handle})" if shop else str(row.shop_id)
     amount = format_price(row.amount, row.currency)
@@ -893,6 +1012,19 @@ async def _alert_operator(ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer
             f"of {shop_name}: their part of refund {row.refund_id} of order {row.order_id}, "
             "taken back when the refund was made, and theirs again since the refund failed "
             "after all."
+        )
+        after = (
+            "The money stays on the platform's balance, owed to them (it is back in their "
+            "ledger), and their dashboard shows it as not sent."
+        )
+    elif row.kind == TransferKind.TOP_UP:
+        subject = f"Craftreel: a top-up of {amount} to {shop_name} failed"
+        what = (
+            f"Stripe did not send {amount} to the connected account {row.destination} "
+            f"of {shop_name}: what their account was short for order {row.order_id} once "
+            f"refund {row.refund_id} failed after succeeding. The refund's part is theirs "
+            "again, and no reversal of it was there to give back: the order's transfer was "
+            "sent after the refund, for what the order owed then."
         )
         after = (
             "The money stays on the platform's balance, owed to them (it is back in their "
@@ -934,8 +1066,8 @@ async def _alert_operator(ctx: AppContext, uow: UnitOfWork, row: PaymentTransfer
 
 
 async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
-    """Send a failed transfer, reversal or restore again (an operator's command, once its
-    cause is fixed); its outcome now, or pending when the provider did not answer (its job
+    """Send a failed transfer, reversal, restore or top-up again (an operator's command, once
+    its cause is fixed); its outcome now, or pending when the provider did not answer (its job
     goes on).
 
     A transfer is looked for at the provider first — one whose every attempt went unanswered
@@ -943,9 +1075,9 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
     their part back from it — and otherwise sent as what the order still owes the seller
     (its ledger less what their account holds for it: refunds made meanwhile took nothing
     back from a transfer that never arrived), under a new key, since the provider remembers
-    the refused key's answer. A reversal or restore keeps its key when its outcome was
-    unknown and takes a new one after a refusal (a restore then sends at most what the order
-    still owes). One that failed without moving money is not sent again.
+    the refused key's answer. A reversal, restore or top-up keeps its key when its outcome
+    was unknown and takes a new one after a refusal (a restore or top-up then sends at most what
+    the order still owes). One that failed without moving money is not sent again.
     """
     connect = _connect(ctx)
     async with ctx.uow() as uow:
@@ -1023,11 +1155,6 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
 async def owed_to_seller(session: AsyncSession, order_id: UUID) -> int:
     """What an order still owes its seller at the provider: its ledger (their share less
     refunds) less what their connected account holds for it (sent less taken back)."""
-    ledger = await session.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-            LedgerEntry.order_id == order_id
-        )
-    )
     held = await session.scalar(
         select(
             func.coalesce(
@@ -1044,7 +1171,18 @@ async def owed_to_seller(session: AsyncSession, order_id: UUID) -> int:
             PaymentTransfer.status == TransferStatus.SUCCEEDED,
         )
     )
-    return int(ledger or 0) - int(held or 0)
+    return await order_ledger(session, order_id) - int(held or 0)
+
+
+async def order_ledger(session: AsyncSession, order_id: UUID) -> int:
+    """What an order owes its seller, all told: the sum of its ledger rows (their share,
+    less refunds and the fees given back with them)."""
+    total = await session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+            LedgerEntry.order_id == order_id
+        )
+    )
+    return int(total or 0)
 
 
 async def try_transfer(ctx: AppContext, transfer_id: UUID) -> None:

@@ -204,7 +204,7 @@ def failure_text(code: str | None, kind: str = TransferKind.TRANSFER) -> str:
 
 
 #: What is sent to a seller (owed to them while it fails), and what is taken back.
-SENDING = (TransferKind.TRANSFER, TransferKind.RESTORE)
+SENDING = (TransferKind.TRANSFER, TransferKind.RESTORE, TransferKind.TOP_UP)
 TAKING = (TransferKind.REVERSAL,)
 
 
@@ -252,10 +252,10 @@ def bounced_not_refunded_again(refunds: Iterable[Refund]) -> int:
 async def failed_transfers(
     session: AsyncSession, shop_id: UUID, kinds: Sequence[TransferKind] = SENDING
 ) -> list[TransferOut]:
-    """The shop's transfers and restores (or reversals) that failed, newest first: money owed
-    to it, not yet sent (or its part of a refund, not yet taken back). One that failed
-    without moving money — a reversal whose transfer failed or whose refund failed after
-    all, a restore of a reversal never made — needs no one, so it is not listed."""
+    """The shop's transfers, restores and top-ups (or reversals) that failed, newest first:
+    money owed to it, not yet sent (or its part of a refund, not yet taken back). One that
+    failed without moving money — a reversal whose transfer failed or whose refund failed
+    after all, a restore of a reversal never made — needs no one, so it is not listed."""
     rows = await session.scalars(
         select(PaymentTransfer)
         .where(

@@ -99,6 +99,10 @@ class TransferKind(StrEnum):
     #: A reversal given back: its refund failed after it had succeeded (the card was closed),
     #: so the seller's part of it is theirs again.
     RESTORE = "restore"
+    #: What a seller's account is short for an order once a refund fails after succeeding
+    #: and no reversal of it is there to give back (the order's transfer was sent after the
+    #: refund, for what the order owed then).
+    TOP_UP = "top_up"
 
 
 class TransferStatus(StrEnum):
@@ -228,9 +232,11 @@ class PayoutAccount(Base):
 
 class PaymentTransfer(Base):
     """Money moved to or back from a seller's connected account for one order: the transfer
-    of a multi-shop payment's share, the reversal of part of it for a refund, or a restore of
-    a reversal whose refund failed after all. Unique by its idempotency key (one transfer per
-    order, one reversal per refund and transfer it takes from, one restore per reversal)."""
+    of a multi-shop payment's share, the reversal of part of it for a refund, a restore of
+    a reversal whose refund failed after all, or a top-up of what the account is short for
+    the order when such a refund had no reversal to restore. Unique by its idempotency key
+    (one transfer per order, one reversal per refund and transfer it takes from, one
+    restore per reversal, one top-up per refund that failed after succeeding)."""
 
     __tablename__ = "payment_transfers"
     __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
@@ -240,8 +246,8 @@ class PaymentTransfer(Base):
     payment_id: Mapped[UUID] = mapped_column(ForeignKey("payments.id"), index=True)
     order_id: Mapped[UUID] = mapped_column(ForeignKey("orders.id"), index=True)
     shop_id: Mapped[UUID] = mapped_column(ForeignKey("shops.id"))
-    #: A reversal's refund and the transfer (or restore) it takes back from; a restore's
-    #: refund and the reversal it gives back.
+    #: A reversal's refund and the transfer (restore or top-up) it takes back from; a
+    #: restore's refund and the reversal it gives back; a top-up's refund (no transfer).
     refund_id: Mapped[UUID | None] = mapped_column(ForeignKey("refunds.id"))
     transfer_id: Mapped[UUID | None] = mapped_column(ForeignKey("payment_transfers.id"))
     destination: Mapped[str] = mapped_column(String(255))

@@ -77,7 +77,8 @@ class LedgerEntryOut(BaseModel):
 
 class TransferOut(BaseModel):
     """Money sent to (or, for a reversal, taken back from) a seller's connected account; a
-    restore gives back a reversal whose refund failed after all."""
+    restore gives back a reversal whose refund failed after all, and a top-up what the
+    account was short for the order when such a refund had no reversal to give back."""
 
     id: UUID
     kind: str
@@ -99,8 +100,8 @@ class BalanceOut(BaseModel):
     balance: int
     entries: list[LedgerEntryOut]
     next_cursor: str | None
-    #: Transfers of the shop's share, and restores of reversals whose refund failed after
-    #: all, that failed (newest first): owed, not yet sent.
+    #: Transfers of the shop's share, restores of reversals whose refund failed after all,
+    #: and top-ups, that failed (newest first): owed, not yet sent.
     failed_transfers: list[TransferOut] = []
     #: Reversals that failed (newest first): the seller's part of a refund the buyer got,
     #: not yet taken back from their connected account.

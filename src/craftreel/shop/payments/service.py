@@ -839,9 +839,9 @@ async def _record_bounce(
     refunded total and claim go back down (the seller can refund again), the ledger gets
     rows that cancel the refund's own (same kinds, opposite signs, so every sum — the
     balance, what the order owes the seller, the next refund's share of the fee — reads as if
-    it had not happened), the seller's part taken back from their Stripe account is given
-    back (``connect.restore_reversals``), the buyer and the seller are mailed and the
-    operator alerted.
+    it had not happened), the seller's Stripe account is brought back up to what the order
+    owes them (``connect.give_back_refund_part``: restores of what reversals took, a top-up
+    of what no reversal took), the buyer and the seller are mailed and the operator alerted.
     """
     session = uow.session
     order = await locked_order(session, refund.order_id) if refund.order_id else None
@@ -871,7 +871,7 @@ async def _record_bounce(
     )
     payment = await session.get(Payment, refund.payment_id, populate_existing=True)
     assert payment is not None
-    refunded_total, given_back, stopped, back_in_balance = payment.amount_refunded, 0, 0, 0
+    refunded_total, given, back_in_balance = payment.amount_refunded, connect.PartGivenBack(), 0
     if order is not None:
         entries = (
             await session.scalars(
@@ -892,7 +892,7 @@ async def _record_bounce(
             back_in_balance -= entry.amount
         await session.flush()
         refunded_total = -await order_sum(session, order.id, LedgerKind.REFUND)
-        given_back, stopped = await connect.restore_reversals(ctx, uow, refund)
+        given = await connect.give_back_refund_part(ctx, uow, order, refund)
         await live.order_updated(uow, order.id)
     await queue_refund_bounced_notice(
         ctx,
@@ -913,7 +913,8 @@ async def _record_bounce(
             currency=refund.currency,
             why=refund_failure_text(result.failure_code),
             back_in_balance=back_in_balance,
-            sent_back=given_back,
+            sent_back=given.restored,
+            topped_up=given.topped_up,
         )
     amount = format_price(refund.amount, refund.currency)
     _alert_refund(
@@ -928,14 +929,14 @@ async def _record_bounce(
                 f"{refund_failure_text(result.failure_code)} ({result.failure_code}). The "
                 "money came back to the platform's Stripe balance; the buyer did not get it, "
                 "and was mailed that it did not go through and to contact the seller.",
-                _bounce_undone(payment, order is not None, given_back, stopped),
+                _bounce_undone(payment, order is not None, given),
             ]
         ),
     )
     return RefundStatus.FAILED
 
 
-def _bounce_undone(payment: Payment, for_order: bool, given_back: int, stopped: int) -> str:
+def _bounce_undone(payment: Payment, for_order: bool, given: connect.PartGivenBack) -> str:
     """What a bounced refund's alert says was undone, and what is left to a person."""
     if not for_order:
         return (
@@ -948,17 +949,36 @@ def _bounce_undone(payment: Payment, for_order: bool, given_back: int, stopped: 
         "same card, which may refuse again — or settle with the buyer another way."
     )
     parts = []
-    if given_back:
+    if given.restored:
         parts.append(
-            f"The {format_price(given_back, payment.currency)} taken back from the seller's "
-            "Stripe account for it is being given back (a restore transfer; a failure "
+            f"The {format_price(given.restored, payment.currency)} taken back from the "
+            "seller's Stripe account for it is being given back (a restore transfer; a failure "
             "mails you like any transfer)."
         )
-    if stopped:
+    if given.stopped:
         parts.append(
-            f"Taking {format_price(stopped, payment.currency)} back from the seller's Stripe "
-            "account for it had not been done: it is stopped, and given back as well should "
-            "Stripe have made it after all."
+            f"Taking {format_price(given.stopped, payment.currency)} back from the seller's "
+            "Stripe account for it had not been done: it is stopped, and given back as well "
+            "should Stripe have made it after all."
+        )
+    if given.topped_up:
+        short = format_price(given.topped_up, payment.currency)
+        parts.append(
+            "The order's transfer was sent after the refund, for what the order owed then, so "
+            f"the seller's Stripe account holds {short} less for it than the order now owes "
+            f"them: {short} is being sent to them (a top-up transfer; a failure mails you "
+            "like any transfer)."
+        )
+    if given.transfer_status == TransferStatus.FAILED:
+        parts.append(
+            "The order's transfer has not reached the seller's Stripe account: sent again "
+            f"with craftreel payments retry-transfer {given.transfer_id}, it sends what the "
+            "order still owes them."
+        )
+    elif given.transfer_status == TransferStatus.PENDING:
+        parts.append(
+            "The order's transfer is still on its way to the seller's Stripe account (Stripe "
+            "has not answered yet; its job keeps asking)."
         )
     if parts:
         seller = " ".join(parts)
@@ -968,8 +988,16 @@ def _bounce_undone(payment: Payment, for_order: bool, given_back: int, stopped: 
             f"part back from {payment.destination} with the refund. Check in the Stripe "
             "dashboard that it went back to them with the failed refund; if not, send it."
         )
+    elif given.transfer_id is None:
+        seller = (
+            "No transfer to a Stripe account was made or is owed for this order: its money is "
+            "the seller's balance here, so nothing is to be sent."
+        )
     else:
-        seller = "Nothing had been taken back from the seller's Stripe account for it."
+        seller = (
+            "Nothing had been taken back from the seller's Stripe account for it, and it "
+            "holds what the order owes them."
+        )
     return f"{undone}\n\n{seller}"
 
 

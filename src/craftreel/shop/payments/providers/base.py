@@ -163,7 +163,8 @@ class ConnectProvider(Protocol):
         ...
 
     async def find_transfer(self, transfer_group: str, order_id: str) -> ProviderTransfer | None:
-        """The transfer made for an order (by its metadata) in a group, if there is one."""
+        """The transfer made for an order (by its metadata) in a group, if there is one: the
+        order's own, never a restore or top-up sent to the same account for it."""
         ...
 
     async def find_reversal(self, ref: str, refund_id: str) -> ProviderTransfer | None:

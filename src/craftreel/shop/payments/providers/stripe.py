@@ -258,8 +258,13 @@ class StripeProvider:
         )
         for transfer in found.get("data") or []:
             metadata = transfer.get("metadata") or {}
-            # A restore (a reversal given back) carries the order too, and the reversal's id.
-            if metadata.get("order_id") == order_id and "reversal_id" not in metadata:
+            # A restore (a reversal given back) carries the order too, and the reversal's id;
+            # a top-up carries its kind. The order's own transfer carries neither.
+            if (
+                metadata.get("order_id") == order_id
+                and "reversal_id" not in metadata
+                and metadata.get("kind", "transfer") == "transfer"
+            ):
                 return ProviderTransfer(ref=str(transfer["id"]), amount=int(transfer["amount"]))
         return None
 
