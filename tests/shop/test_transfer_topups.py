@@ -325,4 +325,39 @@ async def test_a_bounce_while_the_transfer_is_still_failed_leaves_it_to_the_retr
     assert await reconciled(stripe, mug_order, account) == share(mug_order)
 
 
+async def test_a_bounce_while_a_retry_looks_for_the_transfer_is_sent_by_the_retry(
+    stripe: StripeWorld,
+) -> None:
+    ctx, stand_in, client = stripe.ctx, stripe.stand_in, stripe.client
+    started, accounts, sellers = await paid_two_shops(stripe)
+    potter, account = sellers[POTTER], accounts[POTTER]
+    mug_order = order_of(started, POTTER)
+    stand_in.fail_next(
+        "POST", "/v1/transfers", 400, "balance_insufficient", when={"destination": account}
+    )
+    await drain(ctx)
+    mug = (await transfer_rows(ctx))[UUID(mug_order["id"])]
+    refunded = await client.post(
+        f"/api/v1/orders/{mug_order['id']}/refunds", headers=potter.auth, json={"amount": 1000}
+    )
+    assert refunded.json()["status"] == "succeeded", refunded.text
+
+    # The retry asks Stripe whether the transfer was made; meanwhile the refund fails.
+    pause = stand_in.pause_next("GET", "/v1/transfers")
+    try:
+        retrying = asyncio.create_task(payments.retry_transfer(ctx, mug.id))
+        assert await asyncio.to_thread(pause.arrived.wait, 10)
+        ref = stripe_refund(stand_in, refunded.json()["id"])
+        await deliver(stripe, stand_in.bounce_refund(ref, "expired_or_canceled_card"))
+    finally:
+        pause.go.set()
+    # The retry sends what the order owes once the refund failed: all of it, and no top-up.
+    assert await retrying == "succeeded"
+    await drain(ctx)
+    mug = (await transfer_rows(ctx))[UUID(mug_order["id"])]
+    assert mug.amount == share(mug_order)
+    assert await top_up_rows(ctx) == []
+    assert await reconciled(stripe, mug_order, account) == share(mug_order)
+
+
 __all__ = ["stand_in", "stripe"]  # the fixtures, imported for these tests

@@ -1078,6 +1078,10 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
     the refused key's answer. A reversal, restore or top-up keeps its key when its outcome
     was unknown and takes a new one after a refusal (a restore or top-up then sends at most what
     the order still owes). One that failed without moving money is not sent again.
+
+    What the order owes is read under its lock, in the transaction that sends the row again:
+    a refund that settles or fails after succeeding (and so changes it) either comes first
+    and is counted, or comes after and sees the row on its way, at the amount it goes for.
     """
     connect = _connect(ctx)
     async with ctx.uow() as uow:
@@ -1102,9 +1106,6 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
             raise TransferNotRetryable(
                 f"Not to be sent: {failure_text(row.failure_code)}.", refund_id=str(row.refund_id)
             )
-        owed = await owed_to_seller(uow.session, row.order_id)
-        if row.kind in SENDING and not same_key:
-            amount = min(row.amount, owed)
     # Looked for even when the order was refunded in full meanwhile: if it was made, all of
     # it is the seller's to give back.
     made = (
@@ -1112,8 +1113,6 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
         if row.kind == TransferKind.TRANSFER
         else None
     )
-    if made is None and amount <= 0:
-        raise TransferNotRetryable("Nothing is left to send: the order was refunded.", owed=owed)
     retries = row.retries + 1
     if made is not None:
         async with ctx.uow() as uow:
@@ -1124,6 +1123,14 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
             await try_transfer(ctx, reversal_id)
         return TransferStatus.SUCCEEDED
     async with ctx.uow() as uow:
+        await locked_order(uow.session, order_id)
+        if row.kind in SENDING and not same_key:
+            owed = await owed_to_seller(uow.session, order_id)
+            amount = min(row.amount, owed)
+            if amount <= 0:
+                raise TransferNotRetryable(
+                    "Nothing is left to send: the order was refunded.", owed=owed
+                )
         first_key = row.idempotency_key.split("-retry-")[0]
         key = row.idempotency_key if same_key else f"{first_key}-retry-{retries}"
         moved = await uow.session.execute(
