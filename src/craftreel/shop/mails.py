@@ -109,6 +109,26 @@ REFUND_ARRIVAL = (
 )
 
 
+async def _refund_parties(
+    uow: UnitOfWork, checkout_id: UUID, order_id: UUID | None
+) -> tuple[Checkout, User, tuple[Order, Shop] | None] | None:
+    """Whom a refund mail is to and about: the checkout, its buyer, and the order with its
+    shop when the refund was of an order (None when any of them is gone: no mail then)."""
+    session = uow.session
+    checkout = await session.get(Checkout, checkout_id)
+    buyer = await session.get(User, checkout.buyer_id) if checkout else None
+    if checkout is None or buyer is None:
+        return None
+    if order_id is None:
+        return checkout, buyer, None
+    row = (
+        await session.execute(
+            select(Order, Shop).join(Shop, Shop.id == Order.shop_id).where(Order.id == order_id)
+        )
+    ).first()
+    return None if row is None else (checkout, buyer, (row[0], row[1]))
+
+
 async def queue_refund_notice(
     ctx: AppContext,
     uow: UnitOfWork,
@@ -127,25 +147,17 @@ async def queue_refund_notice(
     goes once that commits, once — and never for a refund that was refused.
     ``refunded_total`` is all that is refunded of the order (or payment) with this one.
     """
-    session = uow.session
-    checkout = await session.get(Checkout, checkout_id)
-    buyer = await session.get(User, checkout.buyer_id) if checkout else None
-    if checkout is None or buyer is None:
+    found = await _refund_parties(uow, checkout_id, order_id)
+    if found is None:
         return
+    checkout, buyer, order_and_shop = found
 
     def price(minor: int) -> str:
         return format_price(minor, currency)
 
     parts = [f"Hi {buyer.display_name},", ""]
-    if order_id is not None:
-        row = (
-            await session.execute(
-                select(Order, Shop).join(Shop, Shop.id == Order.shop_id).where(Order.id == order_id)
-            )
-        ).first()
-        if row is None:
-            return
-        order, shop = row
+    if order_and_shop is not None:
+        order, shop = order_and_shop
         whole = refunded_total >= order.total
         subject = f"Your refund from {shop.name}"
         if reason == "order_cancelled":
@@ -158,7 +170,7 @@ async def queue_refund_notice(
                 f"{shop.name} has refunded {price(amount)} of your order to the card you paid with."
             )
         lines = (
-            await session.scalars(
+            await uow.session.scalars(
                 select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.id)
             )
         ).all()
@@ -201,25 +213,17 @@ async def queue_refund_bounced_notice(
     ``why`` is the provider's reason in words; ``refunded_total`` is all that is refunded of
     the order (or payment) now.
     """
-    session = uow.session
-    checkout = await session.get(Checkout, checkout_id)
-    buyer = await session.get(User, checkout.buyer_id) if checkout else None
-    if checkout is None or buyer is None:
+    found = await _refund_parties(uow, checkout_id, order_id)
+    if found is None:
         return
+    _, buyer, order_and_shop = found
 
     def price(minor: int) -> str:
         return format_price(minor, currency)
 
     parts = [f"Hi {buyer.display_name},", ""]
-    if order_id is not None:
-        row = (
-            await session.execute(
-                select(Order, Shop).join(Shop, Shop.id == Order.shop_id).where(Order.id == order_id)
-            )
-        ).first()
-        if row is None:
-            return
-        order, shop = row
+    if order_and_shop is not None:
+        order, shop = order_and_shop
         subject = f"Your refund from {shop.name} did not go through"
         base = str(ctx.settings.base_url).rstrip("/")
         parts += [

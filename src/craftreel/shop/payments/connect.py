@@ -49,7 +49,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -490,29 +490,18 @@ async def _take_back_over_sent(ctx: AppContext, uow: UnitOfWork, order_id: UUID)
     """
     session = uow.session
     ledger = await order_ledger(session, order_id)
-    held = await session.scalar(
-        select(
-            func.coalesce(
-                func.sum(
-                    case(
-                        (PaymentTransfer.kind == TransferKind.REVERSAL, -PaymentTransfer.amount),
-                        else_=PaymentTransfer.amount,
-                    )
-                ),
-                0,
-            )
-        ).where(
-            PaymentTransfer.order_id == order_id,
-            or_(
-                and_(
-                    PaymentTransfer.kind.in_(SENDING),
-                    PaymentTransfer.status == TransferStatus.SUCCEEDED,
-                ),
-                and_(PaymentTransfer.kind == TransferKind.REVERSAL, _STILL_TAKING),
+    held = await _held(
+        session,
+        order_id,
+        or_(
+            and_(
+                PaymentTransfer.kind.in_(SENDING),
+                PaymentTransfer.status == TransferStatus.SUCCEEDED,
             ),
-        )
+            and_(PaymentTransfer.kind == TransferKind.REVERSAL, _STILL_TAKING),
+        ),
     )
-    over = int(held or 0) - ledger
+    over = held - ledger
     if over <= 0:
         return []
     order = await session.get(Order, order_id)
@@ -1162,23 +1151,26 @@ async def retry_transfer(ctx: AppContext, transfer_id: UUID) -> TransferStatus:
 async def owed_to_seller(session: AsyncSession, order_id: UUID) -> int:
     """What an order still owes its seller at the provider: its ledger (their share less
     refunds) less what their connected account holds for it (sent less taken back)."""
-    held = await session.scalar(
-        select(
-            func.coalesce(
-                func.sum(
-                    case(
-                        (PaymentTransfer.kind == TransferKind.REVERSAL, -PaymentTransfer.amount),
-                        else_=PaymentTransfer.amount,
-                    )
-                ),
-                0,
-            )
-        ).where(
-            PaymentTransfer.order_id == order_id,
-            PaymentTransfer.status == TransferStatus.SUCCEEDED,
+    held = await _held(session, order_id, PaymentTransfer.status == TransferStatus.SUCCEEDED)
+    return await order_ledger(session, order_id) - held
+
+
+#: A transfer row's part in what a seller's account holds: a reversal takes, the rest give.
+_SIGNED_AMOUNT = case(
+    (PaymentTransfer.kind == TransferKind.REVERSAL, -PaymentTransfer.amount),
+    else_=PaymentTransfer.amount,
+)
+
+
+async def _held(session: AsyncSession, order_id: UUID, which: ColumnElement[bool]) -> int:
+    """What a seller's connected account holds for an order by the transfer rows ``which``
+    picks (a SQL condition): what they gave less what reversals took."""
+    total = await session.scalar(
+        select(func.coalesce(func.sum(_SIGNED_AMOUNT), 0)).where(
+            PaymentTransfer.order_id == order_id, which
         )
     )
-    return await order_ledger(session, order_id) - int(held or 0)
+    return int(total or 0)
 
 
 async def order_ledger(session: AsyncSession, order_id: UUID) -> int:
