@@ -10,6 +10,7 @@ on both databases."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -65,12 +66,20 @@ def top_ups_at_stripe(stand_in: StripeStandIn) -> list[dict[str, Any]]:
     return [t for t in stand_in.transfers.values() if t["metadata"].get("kind") == "top_up"]
 
 
-async def refused_then_sent_short(
-    world: StripeWorld, monkeypatch: pytest.MonkeyPatch
-) -> tuple[dict[str, Any], str, dict[str, str], str]:
-    """Steps 1 to 3: the potter's transfer is refused, the buyer is refunded 1000 of the
-    order (nothing to take back: nothing reached the seller), and the operator's retry sends
-    what the order owes now. (order, account, seller's auth, refund id)"""
+@dataclass
+class RefusedThenRefunded:
+    """Steps 1 and 2: the potter's transfer refused, then 1000 of the order refunded."""
+
+    order: dict[str, Any]
+    account: str
+    seller: Any
+    transfer: PaymentTransfer
+    refund_id: str
+
+
+async def refused_then_refunded(world: StripeWorld) -> RefusedThenRefunded:
+    """The potter's transfer is refused, and the buyer is refunded 1000 of the order (nothing
+    to take back: nothing reached the seller)."""
     ctx, stand_in, client = world.ctx, world.stand_in, world.client
     started, accounts, sellers = await paid_two_shops(world)
     potter, account = sellers[POTTER], accounts[POTTER]
@@ -86,11 +95,21 @@ async def refused_then_sent_short(
     )
     assert refunded.json()["status"] == "succeeded", refunded.text
     assert await reversal_rows(ctx) == []
+    return RefusedThenRefunded(mug_order, account, potter, mug, refunded.json()["id"])
+
+
+async def refused_then_sent_short(
+    world: StripeWorld, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any], str, dict[str, str], str]:
+    """Steps 1 to 3: the potter's transfer is refused, the buyer is refunded 1000 of the
+    order (nothing to take back: nothing reached the seller), and the operator's retry sends
+    what the order owes now. (order, account, seller's auth, refund id)"""
+    done = await refused_then_refunded(world)
     retry = retry_command(world, monkeypatch)
-    assert await asyncio.to_thread(retry, mug.id) == 0
-    part = seller_part(mug_order, 1000)
-    assert await reconciled(world, mug_order, account) == share(mug_order) - part
-    return mug_order, account, potter.auth, refunded.json()["id"]
+    assert await asyncio.to_thread(retry, done.transfer.id) == 0
+    part = seller_part(done.order, 1000)
+    assert await reconciled(world, done.order, done.account) == share(done.order) - part
+    return done.order, done.account, done.seller.auth, done.refund_id
 
 
 def stripe_refund(stand_in: StripeStandIn, refund_id: str) -> str:
@@ -238,19 +257,9 @@ async def test_a_top_up_stripe_refuses_is_listed_alerted_and_sent_again(
 async def test_a_retried_transfer_is_not_mistaken_for_a_top_up_nor_a_top_up_taken_back(
     stripe: StripeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx, stand_in, client = stripe.ctx, stripe.stand_in, stripe.client
-    started, accounts, sellers = await paid_two_shops(stripe)
-    potter, account = sellers[POTTER], accounts[POTTER]
-    mug_order = order_of(started, POTTER)
-    stand_in.fail_next(
-        "POST", "/v1/transfers", 400, "balance_insufficient", when={"destination": account}
-    )
-    await drain(ctx)
-    mug = (await transfer_rows(ctx))[UUID(mug_order["id"])]
-    refunded = await client.post(
-        f"/api/v1/orders/{mug_order['id']}/refunds", headers=potter.auth, json={"amount": 1000}
-    )
-    assert refunded.json()["status"] == "succeeded", refunded.text
+    ctx, stand_in = stripe.ctx, stripe.stand_in
+    done = await refused_then_refunded(stripe)
+    mug_order, account, mug = done.order, done.account, done.transfer
     part = seller_part(mug_order, 1000)
     # The retry, for what the order owes now, is made at Stripe but never answered.
     made_but_never_answered(stand_in, account, ATTEMPTS)
@@ -265,7 +274,7 @@ async def test_a_retried_transfer_is_not_mistaken_for_a_top_up_nor_a_top_up_take
 
     # The refund fails after all: the transfer (thought failed) will send what it was for,
     # so only the refund's part is short, and a top-up sends it.
-    ref = stripe_refund(stand_in, refunded.json()["id"])
+    ref = stripe_refund(stand_in, done.refund_id)
     await deliver(stripe, stand_in.bounce_refund(ref, "expired_or_canceled_card"))
     await drain(ctx)
     [top_up] = await top_up_rows(ctx)
@@ -293,19 +302,10 @@ async def test_a_retried_transfer_is_not_mistaken_for_a_top_up_nor_a_top_up_take
 async def test_a_bounce_while_the_transfer_is_still_failed_leaves_it_to_the_retry(
     stripe: StripeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx, stand_in, client = stripe.ctx, stripe.stand_in, stripe.client
-    started, accounts, sellers = await paid_two_shops(stripe)
-    potter, account = sellers[POTTER], accounts[POTTER]
-    mug_order = order_of(started, POTTER)
-    stand_in.fail_next(
-        "POST", "/v1/transfers", 400, "balance_insufficient", when={"destination": account}
-    )
-    await drain(ctx)
-    refunded = await client.post(
-        f"/api/v1/orders/{mug_order['id']}/refunds", headers=potter.auth, json={"amount": 1000}
-    )
-    assert refunded.json()["status"] == "succeeded", refunded.text
-    ref = stripe_refund(stand_in, refunded.json()["id"])
+    ctx, stand_in = stripe.ctx, stripe.stand_in
+    done = await refused_then_refunded(stripe)
+    mug_order, account = done.order, done.account
+    ref = stripe_refund(stand_in, done.refund_id)
     await deliver(stripe, stand_in.bounce_refund(ref, "expired_or_canceled_card"))
     await drain(ctx)
     # Nothing reached the seller yet: the failed transfer, listed, is what sends their share.
@@ -328,26 +328,16 @@ async def test_a_bounce_while_the_transfer_is_still_failed_leaves_it_to_the_retr
 async def test_a_bounce_while_a_retry_looks_for_the_transfer_is_sent_by_the_retry(
     stripe: StripeWorld,
 ) -> None:
-    ctx, stand_in, client = stripe.ctx, stripe.stand_in, stripe.client
-    started, accounts, sellers = await paid_two_shops(stripe)
-    potter, account = sellers[POTTER], accounts[POTTER]
-    mug_order = order_of(started, POTTER)
-    stand_in.fail_next(
-        "POST", "/v1/transfers", 400, "balance_insufficient", when={"destination": account}
-    )
-    await drain(ctx)
-    mug = (await transfer_rows(ctx))[UUID(mug_order["id"])]
-    refunded = await client.post(
-        f"/api/v1/orders/{mug_order['id']}/refunds", headers=potter.auth, json={"amount": 1000}
-    )
-    assert refunded.json()["status"] == "succeeded", refunded.text
+    ctx, stand_in = stripe.ctx, stripe.stand_in
+    done = await refused_then_refunded(stripe)
+    mug_order, account, mug = done.order, done.account, done.transfer
 
     # The retry asks Stripe whether the transfer was made; meanwhile the refund fails.
     pause = stand_in.pause_next("GET", "/v1/transfers")
     try:
         retrying = asyncio.create_task(payments.retry_transfer(ctx, mug.id))
         assert await asyncio.to_thread(pause.arrived.wait, 10)
-        ref = stripe_refund(stand_in, refunded.json()["id"])
+        ref = stripe_refund(stand_in, done.refund_id)
         await deliver(stripe, stand_in.bounce_refund(ref, "expired_or_canceled_card"))
     finally:
         pause.go.set()
