@@ -49,7 +49,9 @@ class Attempt:
         self.media = media
         self.run = run
         self.prefix = f"media/{media.id}/r{run.attempt}"
-        self.work = ctx.settings.work_dir / f"{media.id}-r{run.attempt}"
+        # Absolute, so that a file made under it is told from one named relative to ``out``
+        # (``publish``) also when CRAFTREEL_VAR_DIR is relative, as ``make run`` has it.
+        self.work = (ctx.settings.work_dir / f"{media.id}-r{run.attempt}").absolute()
         self.out = self.work / "out"
 
     async def update(self, **values: Any) -> None:
