@@ -429,19 +429,13 @@ async def queue_reversal(
         piece = min(left, parent.amount - int(taken.get(parent.id) or 0))
         if piece <= 0:
             continue
-        reversal = PaymentTransfer(
-            id=uuid7(),
-            kind=TransferKind.REVERSAL,
-            payment_id=parent.payment_id,
-            order_id=order.id,
-            shop_id=order.shop_id,
+        reversal = _pending_after(
+            parent,
+            TransferKind.REVERSAL,
+            piece,
+            _reversal_key(refund.id, int(earlier or 0) + len(queued)),
             refund_id=refund.id,
             transfer_id=parent.id,
-            destination=parent.destination,
-            amount=piece,
-            currency=order.currency,
-            status=TransferStatus.PENDING,
-            idempotency_key=_reversal_key(refund.id, int(earlier or 0) + len(queued)),
         )
         session.add(reversal)
         queued.append(reversal.id)
@@ -464,6 +458,33 @@ _STILL_TAKING = or_(
     PaymentTransfer.status != TransferStatus.FAILED,
     PaymentTransfer.failure_code.not_in(NOTHING_MOVED),
 )
+
+
+def _pending_after(
+    parent: PaymentTransfer,
+    kind: TransferKind,
+    amount: int,
+    key: str,
+    *,
+    refund_id: UUID,
+    transfer_id: UUID | None = None,
+) -> PaymentTransfer:
+    """A pending reversal, restore or top-up of ``amount``, for a refund, moving money to or
+    from the same connected account, for the same order and payment, as ``parent``."""
+    return PaymentTransfer(
+        id=uuid7(),
+        kind=kind,
+        payment_id=parent.payment_id,
+        order_id=parent.order_id,
+        shop_id=parent.shop_id,
+        refund_id=refund_id,
+        transfer_id=transfer_id,
+        destination=parent.destination,
+        amount=amount,
+        currency=parent.currency,
+        status=TransferStatus.PENDING,
+        idempotency_key=key,
+    )
 
 
 def _reversal_key(refund_id: UUID, earlier: int) -> str:
@@ -649,19 +670,13 @@ async def _restore_reversals(ctx: AppContext, uow: UnitOfWork, refund: Refund) -
     later = utcnow() + PaymentSettings.from_settings(ctx.settings).reconcile_after
     queued: list[tuple[UUID, datetime | None]] = []
     for reversal in reversals:
-        restore = PaymentTransfer(
-            id=uuid7(),
-            kind=TransferKind.RESTORE,
-            payment_id=reversal.payment_id,
-            order_id=reversal.order_id,
-            shop_id=reversal.shop_id,
+        restore = _pending_after(
+            reversal,
+            TransferKind.RESTORE,
+            reversal.amount,
+            f"restore-{reversal.id}",
             refund_id=refund.id,
             transfer_id=reversal.id,
-            destination=reversal.destination,
-            amount=reversal.amount,
-            currency=reversal.currency,
-            status=TransferStatus.PENDING,
-            idempotency_key=f"restore-{reversal.id}",
         )
         session.add(restore)
         made = reversal.status == TransferStatus.SUCCEEDED
@@ -699,18 +714,8 @@ async def _top_up(
     short = await order_ledger(session, order.id) - _bound_for(rows)
     if short <= 0:
         return 0, transfer
-    top_up = PaymentTransfer(
-        id=uuid7(),
-        kind=TransferKind.TOP_UP,
-        payment_id=transfer.payment_id,
-        order_id=order.id,
-        shop_id=order.shop_id,
-        refund_id=refund.id,
-        destination=transfer.destination,
-        amount=short,
-        currency=order.currency,
-        status=TransferStatus.PENDING,
-        idempotency_key=f"top-up-{refund.id}",
+    top_up = _pending_after(
+        transfer, TransferKind.TOP_UP, short, f"top-up-{refund.id}", refund_id=refund.id
     )
     session.add(top_up)
     await session.flush()
