@@ -55,12 +55,8 @@ class ReusePortSupervisor(Multiprocess):
     """uvicorn's supervisor with one ``SO_REUSEPORT`` socket per worker slot: worker ``i``
     (and whichever process replaces it) always serves socket ``i``."""
 
-    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
-        super().__init__(config, sockets=sockets)
-        self.slot_sockets = sockets
-
     def _process(self, slot: int) -> Process:
-        return Process(self.config, [self.slot_sockets[slot]])
+        return Process(self.config, [self.sockets[slot]])
 
     def init_processes(self) -> None:
         for slot in range(self.processes_num):
