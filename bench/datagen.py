@@ -48,6 +48,7 @@ from typing import Any, Protocol
 import asyncpg
 import numpy as np
 from sqlalchemy import JSON, Table
+from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 
@@ -57,6 +58,7 @@ from craftreel.config import Settings
 from craftreel.core.db import Base
 from craftreel.core.security import Passwords
 from craftreel.posts import ranking, text
+from craftreel.posts.repository import feed_span_update
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_PASSWORD = "correct horse battery staple"  # noqa: S105 - throwaway bench accounts
@@ -1016,6 +1018,9 @@ def check_columns(table: Table, columns: Sequence[str]) -> None:
 class Sink(Protocol):
     async def write(self, rows: TableRows) -> int: ...
 
+    async def run(self, statement: Any) -> None:
+        """One SQL statement with no parameters (literal values only)."""
+
     async def finish(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -1061,6 +1066,10 @@ class SqliteSink:
             self.conn.execute("ROLLBACK")
             raise
         return written
+
+    async def run(self, statement: Any) -> None:
+        sql = statement.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True})
+        self.conn.execute(str(sql))
 
     async def finish(self) -> None:
         broken = self.conn.execute("PRAGMA foreign_key_check").fetchmany(5)
@@ -1124,6 +1133,12 @@ class PostgresSink:
                 written += len(chunk)
         self.tables.append(table.name)
         return written
+
+    async def run(self, statement: Any) -> None:
+        sql = statement.compile(
+            dialect=pg_dialect.dialect(), compile_kwargs={"literal_binds": True}
+        )
+        await self.conn.execute(str(sql))
 
     async def finish(self) -> None:
         if self.deferred_fk_check:
@@ -1373,6 +1388,8 @@ async def generate(
                     f"[datagen {backend}] {rows.table:14} {written:>9,} rows "
                     f"{seconds:6.1f} s  {written / max(seconds, 1e-9):>9,.0f} rows/s"
                 )
+        # What publishing keeps in the app: each person's feed span (users.feed_newest_at …).
+        await sink.run(feed_span_update())
         finishing = time.perf_counter()
         await sink.finish()
         finish_s = time.perf_counter() - finishing

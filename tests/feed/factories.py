@@ -17,6 +17,7 @@ from craftreel.context import AppContext
 from craftreel.core.clock import utcnow
 from craftreel.posts import ranking
 from craftreel.posts.models import Post, PostHashtag
+from craftreel.posts.repository import refresh_feed_span
 from tests.factories import Person
 
 
@@ -75,6 +76,7 @@ async def backdate(ctx: AppContext, post: dict[str, Any], hours: float) -> None:
         await uow.session.execute(
             update(PostHashtag).where(PostHashtag.post_id == pid).values(published_at=at)
         )
+        await refresh_feed_span(uow.session, UUID(post["author"]["id"]))
 
 
 async def page_through(

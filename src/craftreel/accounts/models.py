@@ -59,6 +59,14 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None]
+    # The newest and the oldest of this person's posts that followers' feeds list (published,
+    # public or followers-only), as (published_at, id); None while there is none. Kept by
+    # posts.repository.refresh_feed_span in the transaction that changes such a post, so
+    # that Following finds whose posts come next without reading everyone's posts.
+    feed_newest_at: Mapped[datetime | None]
+    feed_newest_id: Mapped[UUID | None] = mapped_column(Uuid)
+    feed_oldest_at: Mapped[datetime | None]
+    feed_oldest_id: Mapped[UUID | None] = mapped_column(Uuid)
 
     @property
     def is_active(self) -> bool:

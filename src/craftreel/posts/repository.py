@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 
-from sqlalchemy import and_, delete, literal, or_, select, true, union_all, update
+from sqlalchemy import Table, and_, delete, literal, or_, select, true, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from craftreel.accounts import service as accounts
 from craftreel.accounts.models import Follow, FollowStatus, User
+from craftreel.core.changes import QUIET
 from craftreel.media.models import MediaObject
 from craftreel.posts.models import (
     Post,
@@ -127,30 +128,54 @@ def viewer_flags(viewer_id: UUID | None, post_id: Any = Post.id) -> list[Any]:
     return [liked.exists().label("liked"), saved.exists().label("saved")]
 
 
-def followees_visible_to(viewer_id: UUID, *, probe_people: bool = False) -> Any:
-    """SQL subquery (one column): the people ``viewer_id`` follows (approved) whose listed
-    posts :func:`visible_to` lets them see, by its rule for a follower: accounts that exist,
-    with no block either way. With :func:`listed_to_followers`, the same rule as
-    ``visible_to(viewer_id, listed=True)`` for their posts — split so that a feed checks the
-    person once and then reads each one's posts straight off the (author, status,
-    published_at, id) index. ``probe_people`` (PostgreSQL only: a LATERAL join) checks each
-    person by primary key."""
-    query = select(Follow.followee_id).where(
+def _followed(viewer_id: UUID, *columns: Any) -> Any:
+    """``select(*columns)`` of the follows of ``viewer_id`` (approved) with no block either way."""
+    return select(*columns).where(
         Follow.follower_id == viewer_id,
         Follow.status == FollowStatus.ACTIVE,
         Follow.followee_id != viewer_id,
         accounts.not_blocked_clause(viewer_id, Follow.followee_id),
     )
-    if probe_people:
-        # One primary-key probe per person followed: PostgreSQL otherwise hashes the whole
-        # users table (a sequential scan, 2 ms on 10k people) to check 200 of them. (The
-        # LIMIT keeps the planner from flattening the LATERAL into that same join.)
-        person = select(User.id).where(
-            User.id == Follow.followee_id, accounts.visible_people_clause()
+
+
+def followees_visible_to(viewer_id: UUID) -> Any:
+    """SQL subquery (one column): the people ``viewer_id`` follows (approved) whose listed
+    posts :func:`visible_to` lets them see, by its rule for a follower: accounts that exist,
+    with no block either way. With :func:`listed_to_followers`, the same rule as
+    ``visible_to(viewer_id, listed=True)`` for their posts — split so that a feed checks the
+    person once and then reads each one's posts straight off the (author, status,
+    published_at, id) index."""
+    return (
+        _followed(viewer_id, Follow.followee_id)
+        .join(User, User.id == Follow.followee_id)
+        .where(accounts.visible_people_clause(User))
+    )
+
+
+def followed_spans(viewer_id: UUID) -> Any:
+    """SQL (PostgreSQL): the people of :func:`followees_visible_to` who have any listed post,
+    as ``author_id`` with their feed spans (``newest_at``, ``newest_id``, ``oldest_at``,
+    ``oldest_id``; see ``User.feed_newest_at``). One primary-key probe per person followed,
+    a LATERAL join: PostgreSQL otherwise hashes the whole users table (a sequential scan,
+    2 ms on 10k people) to check 200 of them. (The LIMIT keeps the planner from flattening
+    the LATERAL into that same join.)"""
+    person = (
+        select(
+            User.feed_newest_at.label("newest_at"),
+            User.feed_newest_id.label("newest_id"),
+            User.feed_oldest_at.label("oldest_at"),
+            User.feed_oldest_id.label("oldest_id"),
         )
-        return query.join(person.limit(1).lateral("person"), true())
-    return query.join(User, User.id == Follow.followee_id).where(
-        accounts.visible_people_clause(User)
+        .where(
+            User.id == Follow.followee_id,
+            accounts.visible_people_clause(),
+            User.feed_newest_at.is_not(None),
+        )
+        .limit(1)
+        .lateral("person")
+    )
+    return _followed(viewer_id, Follow.followee_id.label("author_id"), *person.c).join(
+        person, true()
     )
 
 
@@ -352,3 +377,41 @@ async def post_media_ids(session: AsyncSession, post_id: UUID) -> list[UUID]:
 
 async def delete_post(session: AsyncSession, post_id: UUID) -> None:
     await session.execute(delete(Post).where(Post.id == post_id))
+
+
+def feed_span_update(author_id: UUID | None = None) -> Any:
+    """SQL: set the feed span (``User.feed_newest_at`` and the rest) of one person, or of
+    everyone, from their posts that followers' feeds list. ``updated_at`` stays as it is."""
+    table = cast(Table, User.__table__)
+
+    def edge(column: Any, newest: bool) -> Any:
+        order = (
+            (Post.published_at.desc(), Post.id.desc()) if newest else (Post.published_at, Post.id)
+        )
+        query = select(column).where(listed_to_followers(table.c.id)).order_by(*order).limit(1)
+        return query.scalar_subquery()
+
+    statement = update(table).values(
+        feed_newest_at=edge(Post.published_at, newest=True),
+        feed_newest_id=edge(Post.id, newest=True),
+        feed_oldest_at=edge(Post.published_at, newest=False),
+        feed_oldest_id=edge(Post.id, newest=False),
+        updated_at=table.c.updated_at,
+    )
+    return statement if author_id is None else statement.where(table.c.id == author_id)
+
+
+async def refresh_feed_span(session: AsyncSession, author_id: UUID) -> None:
+    """Count a person's feed span again, in the transaction that published, deleted or
+    changed the visibility of a post of theirs (see ``User.feed_newest_at``).
+
+    On PostgreSQL their row is locked first, and the count is a statement of its own after
+    it: so it reads what any other transaction that changed their posts committed. (Two at
+    once — a publish and a delete — would otherwise each count without the other's change,
+    and the later commit would win.) SQLite runs one writer at a time. A bookkeeping write:
+    no cached card shows it (``QUIET``).
+    """
+    await session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(User.id).where(User.id == author_id).with_for_update())
+    await session.execute(feed_span_update(author_id), execution_options=QUIET)

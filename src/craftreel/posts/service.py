@@ -254,6 +254,7 @@ async def _apply_edit(
         post.visibility = body.visibility
         if post.status == PostStatus.PUBLISHED:
             await repo.set_media_public(uow.session, post.id, body.visibility in PUBLIC_MEDIA)
+            await repo.refresh_feed_span(uow.session, post.author_id)
     if body.caption is not None:
         post.caption = body.caption.strip()
         await repo.replace_tags(
@@ -338,6 +339,7 @@ async def _go_public(uow: UnitOfWork, post: Post, from_status: str, now: datetim
         return False
     await repo.set_media_public(uow.session, post.id, post.visibility in PUBLIC_MEDIA)
     await repo.stamp_tags_published(uow.session, post.id, now)
+    await repo.refresh_feed_span(uow.session, post.author_id)
     await uow.session.refresh(post)
     return True
 
@@ -419,6 +421,7 @@ async def delete_post(ctx: AppContext, uow: UnitOfWork, user: User, post_id: UUI
     post = await _own(uow, user, post_id)
     media_ids = await repo.post_media_ids(uow.session, post.id)
     await repo.delete_post(uow.session, post.id)
+    await repo.refresh_feed_span(uow.session, post.author_id)
     for media_id in media_ids:
         ctx.jobs.enqueue(uow, "media.delete", {"media_id": str(media_id)})
 
