@@ -23,7 +23,12 @@ from craftreel.config import Settings
 from craftreel.context import AppContext, build_context
 from craftreel.core.errors import DomainError, NotAuthenticated
 from craftreel.core.logging import configure_logging
-from craftreel.core.middleware import CookieMiddleware, Metrics, RequestContextMiddleware
+from craftreel.core.middleware import (
+    CookieMiddleware,
+    FreezeWhenWarm,
+    Metrics,
+    RequestContextMiddleware,
+)
 from craftreel.core.web import CSRF_COOKIE, PACKAGE_DIR, build_templates, render
 from craftreel.feed import api as feed_api
 from craftreel.feed import search_api
@@ -183,6 +188,8 @@ def create_app(
         secure=settings.cookies_secure,
     )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    if freeze_gc:
+        app.add_middleware(FreezeWhenWarm)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

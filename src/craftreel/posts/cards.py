@@ -29,7 +29,6 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -54,12 +53,10 @@ SHOWN_TABLES = frozenset(
 shown = Watch("cards", SHOWN_TABLES)
 
 
-@dataclass(frozen=True, slots=True)
-class _Card:
-    body: bytes
-    updated_at: datetime
-    generation: int
-    expires: float
+#: A kept card: (body, the post's updated_at, generation, expires at). A plain tuple of
+#: atoms, keyed by the id's integer: the garbage collector stops tracking such tuples, so a
+#: full cache (tens of thousands of cards) adds nothing to each full collection's walk.
+_Card = tuple[bytes, datetime, int, float]
 
 
 class CardCache:
@@ -68,7 +65,7 @@ class CardCache:
     def __init__(self, seconds: float, size: int) -> None:
         self.seconds = seconds
         self.size = size
-        self._cards: OrderedDict[UUID, _Card] = OrderedDict()
+        self._cards: OrderedDict[int, _Card] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -78,18 +75,19 @@ class CardCache:
 
     def get(self, post_id: UUID, updated_at: datetime) -> bytes | None:
         """The card of this version of the post, if one is kept and still valid."""
-        card = self._cards.get(post_id) if self.enabled else None
+        key = post_id.int
+        card = self._cards.get(key) if self.enabled else None
         if (
             card is None
-            or card.updated_at != updated_at
-            or card.generation != shown.generation
-            or card.expires < time.monotonic()
+            or card[1] != updated_at
+            or card[2] != shown.generation
+            or card[3] < time.monotonic()
         ):
             self.misses += 1
             return None
-        self._cards.move_to_end(post_id)
+        self._cards.move_to_end(key)
         self.hits += 1
-        return card.body
+        return card[0]
 
     def put(self, post_id: UUID, updated_at: datetime, body: bytes, generation: int) -> None:
         """Keep a card rendered at ``generation`` (read before the data it shows was)."""
@@ -98,14 +96,15 @@ class CardCache:
         # Each card lives a random 75–100 % of the time, so cards rendered together (a page's,
         # at start) do not all lapse at once and have every request render them again.
         lifetime = self.seconds * random.uniform(0.75, 1.0)  # noqa: S311 - not a secret
-        self._cards[post_id] = _Card(body, updated_at, generation, time.monotonic() + lifetime)
-        self._cards.move_to_end(post_id)
+        key = post_id.int
+        self._cards[key] = (body, updated_at, generation, time.monotonic() + lifetime)
+        self._cards.move_to_end(key)
         while len(self._cards) > self.size:
             self._cards.popitem(last=False)
 
     def forget(self, post_ids: Iterable[UUID]) -> None:
         for post_id in post_ids:
-            self._cards.pop(post_id, None)
+            self._cards.pop(post_id.int, None)
 
     def clear(self) -> None:
         self._cards.clear()
