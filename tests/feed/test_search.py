@@ -517,6 +517,16 @@ async def _found(settings: Settings) -> tuple[list[str], list[str]]:
         await context.close()
 
 
+async def _down_to_0007(settings: Settings) -> None:
+    """Downgrade to just before search, which leaves no search object behind."""
+    await asyncio.to_thread(command.downgrade, alembic_config(settings), "0007")
+    context = build_context(settings)
+    try:
+        assert await _search_objects(context) == set()
+    finally:
+        await context.close()
+
+
 async def test_the_migration_indexes_existing_rows_and_downgrades_cleanly(
     settings: Settings, backend: str, tmp_path: Path
 ) -> None:
@@ -533,24 +543,14 @@ async def test_the_migration_indexes_existing_rows_and_downgrades_cleanly(
         finally:
             await context.close()
         # and a database from before search existed, which already holds them,
-        await asyncio.to_thread(command.downgrade, alembic_config(mine), "0007")
-        context = build_context(mine)
-        try:
-            assert await _search_objects(context) == set()
-        finally:
-            await context.close()
+        await _down_to_0007(mine)
 
         # when the search migration runs, they are found;
         await asyncio.to_thread(migrate, mine, "head")
         assert await _found(mine) == ([post["id"]], ["oldtimer"])
 
         # going back removes every search object, and coming forward again rebuilds them.
-        await asyncio.to_thread(command.downgrade, alembic_config(mine), "0007")
-        context = build_context(mine)
-        try:
-            assert await _search_objects(context) == set()
-        finally:
-            await context.close()
+        await _down_to_0007(mine)
         await asyncio.to_thread(migrate, mine, "head")
         context = build_context(mine)
         try:
