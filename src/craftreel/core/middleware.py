@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from craftreel.core.logging import request_id_var
 
 log = logging.getLogger("craftreel.access")
+gc_log = logging.getLogger("craftreel.gc")
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -116,7 +117,7 @@ class FreezeWhenWarm:
                 self.at.pop(0)
                 gc.collect()
                 gc.freeze()
-                log.info(
+                gc_log.info(
                     "gc frozen", extra={"served": self.served, "frozen": gc.get_freeze_count()}
                 )
         await self.app(scope, receive, send)
