@@ -421,7 +421,8 @@ async def delete_post(ctx: AppContext, uow: UnitOfWork, user: User, post_id: UUI
     post = await _own(uow, user, post_id)
     media_ids = await repo.post_media_ids(uow.session, post.id)
     await repo.delete_post(uow.session, post.id)
-    await repo.refresh_feed_span(uow.session, post.author_id)
+    if post.status == PostStatus.PUBLISHED:  # a draft is in no one's feed
+        await repo.refresh_feed_span(uow.session, post.author_id)
     for media_id in media_ids:
         ctx.jobs.enqueue(uow, "media.delete", {"media_id": str(media_id)})
 
