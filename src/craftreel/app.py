@@ -172,6 +172,10 @@ def create_app(
         docs_url="/docs",
         openapi_url="/openapi.json",
         redoc_url=None,
+        # FastAPI's built-in OpenTelemetry looks up the global providers on every request to
+        # see whether anyone configured them; no one does here (we log and count with
+        # core.logging and Prometheus).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.templates = build_templates()
