@@ -49,8 +49,9 @@ def settings(settings: Settings) -> Settings:
 
 async def _statements(ctx: AppContext, viewer_handle: str, feed: Feed, limit: int) -> int:
     """SQL statements one feed page runs in its unit of work (other connections, such as the
-    background job runner's, are not counted)."""
-    async with ctx.uow() as uow:
+    background job runner's, are not counted). Read-only, as a GET's: on PostgreSQL the feed
+    statements then run on the driver (``core.db.read_rows``), which the count must see too."""
+    async with ctx.uow(read_only=True) as uow:
         viewer = await uow.session.scalar(select(User).where(User.handle == viewer_handle))
         assert viewer is not None
         ours = (await uow.session.connection()).sync_connection

@@ -8,14 +8,14 @@ import os
 import re
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
 from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -27,7 +27,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from craftreel.core.clock import as_utc
-from craftreel.core.sqlite_driver import one_trip_url
+from craftreel.core.sqlite_driver import OneTripDialect, fetch_rows, one_trip_url
 
 log = logging.getLogger(__name__)
 
@@ -265,3 +265,109 @@ async def _run(hooks: list[AfterCommit], failure: str) -> None:
                 await result
         except Exception:
             log.exception(failure)
+
+
+class _DriverRead:
+    """A read statement compiled once for asyncpg: its SQL, the order of its parameters, the
+    converters SQLAlchemy would apply to them and to the columns it returns."""
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.usable = compiled.positiontup is not None and not any(
+            bind.expanding for bind in compiled.binds.values()
+        )
+        self.sql = compiled.string
+        self.names = tuple(compiled.positiontup or ())
+        self.defaults = {
+            name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
+        }
+        # What an execution context applies (SQLAlchemy's DefaultExecutionContext does the
+        # same with these): bind processors by name; result processors by column, which
+        # depend on the type the database reports for it (known once it is prepared).
+        self.binds = compiled._bind_processors
+        self._types = [column.type for column in statement.selected_columns]
+        self._dialect = dialect
+        self.columns: list[tuple[int, Callable[[Any], Any]]] | None = None
+
+    async def learn_columns(self, driver: Any | None) -> None:
+        """Learn the result processors from the types the database gives the columns: on
+        asyncpg, by preparing the statement once; sqlite3 tells none."""
+        if driver is None:
+            oids: list[int | None] = [None] * len(self._types)
+        else:
+            oids = [a.type.oid for a in (await driver.prepare(self.sql)).get_attributes()]
+        columns = []
+        for i, (type_, oid) in enumerate(zip(self._types, oids, strict=True)):
+            processor = type_._cached_result_processor(self._dialect, oid)
+            if processor is not None:
+                columns.append((i, processor))
+        self.columns = columns
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        values = {**self.defaults, **params}
+        binds = self.binds
+        return [binds[name](values[name]) if name in binds else values[name] for name in self.names]
+
+    def row(self, record: Any) -> tuple[Any, ...]:
+        assert self.columns is not None
+        if not self.columns:
+            return tuple(record)
+        row = list(record)
+        for i, processor in self.columns:
+            row[i] = processor(row[i])
+        return tuple(row)
+
+
+_DRIVER_READS: dict[tuple[Any, str], _DriverRead] = {}
+
+
+async def read_rows(
+    session: AsyncSession, statement: Any, params: dict[str, Any]
+) -> Sequence[tuple[Any, ...]]:
+    """The rows of a hot read statement (a feed's), as plain tuples.
+
+    In a read-only unit of work it runs on the driver directly — asyncpg (autocommit, see
+    :class:`UnitOfWork`), or one trip to SQLite's connection thread (in the unit of work's
+    transaction, begun here) — with SQL compiled once per statement, which must be
+    long-lived (built once, like the feed statements). SQLAlchemy's execution and result
+    handling cost as much CPU as the driver's own: 0.27 ms of a Following page's 0.55 ms
+    on PostgreSQL, measured in-process. The engine's ``before_cursor_execute`` listeners still
+    see the statement (the read-only guard, tests' query counts). Anything else, and any
+    failure there, runs the ordinary way, which handles errors (a lost connection
+    invalidated, the exception wrapped) as for every statement.
+    """
+    connection = await session.connection()
+    sync = connection.sync_connection
+    assert sync is not None
+    dialect = sync.dialect
+    if _reading.get() and (dialect.driver == "asyncpg" or isinstance(dialect, OneTripDialect)):
+        key = (statement, dialect.name)
+        read = _DRIVER_READS.get(key)
+        if read is None:
+            read = _DRIVER_READS[key] = _DriverRead(statement, dialect)
+        if read.usable:
+            args = read.args(params)
+            _announce(sync, read.sql, args)
+            raw = await connection.get_raw_connection()
+            try:
+                if dialect.driver == "asyncpg":
+                    driver = raw.driver_connection
+                    if read.columns is None:
+                        await read.learn_columns(driver)
+                    assert driver is not None
+                    records = await driver.fetch(read.sql, *args)
+                else:
+                    if read.columns is None:
+                        await read.learn_columns(None)
+                    records = await fetch_rows(raw.dbapi_connection, read.sql, args)
+            except Exception:
+                log.debug("driver read failed; running it through SQLAlchemy", exc_info=True)
+            else:
+                return [read.row(record) for record in records]
+    return (await connection.execute(statement, params)).all()
+
+
+def _announce(sync: Connection, sql: str, args: list[Any]) -> None:
+    """Tell the engine's ``before_cursor_execute`` listeners of a statement run on the driver."""
+    if sync._has_events or sync.engine._has_events:
+        sync.dispatch.before_cursor_execute(sync, None, sql, args, None, False)

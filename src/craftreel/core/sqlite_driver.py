@@ -124,6 +124,14 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             return None
 
 
+async def fetch_rows(adapt_connection: Any, operation: str, parameters: Sequence[Any]) -> list[Any]:
+    """A read's raw rows in one trip, on an adapted connection (``core.db.read_rows``)."""
+    async with adapt_connection._execute_mutex:
+        connection = adapt_connection._connection
+        _, rows, _, _ = await connection._execute(_run, connection._conn, operation, parameters)
+    return rows or []
+
+
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = OneTripCursor

