@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import httpx
+import pytest
+from argon2 import PasswordHasher
 
 from tests.conftest import PASSWORD, Outbox
 from tests.factories import sign_up
@@ -43,3 +48,31 @@ async def test_verification_link_works_once(client: httpx.AsyncClient, outbox: O
     again = await client.post("/api/v1/auth/verify-email", json={"token": token})
     assert again.status_code == 401
     assert again.json()["error"]["code"] == "token_invalid"
+
+
+async def test_passwords_are_hashed_and_checked_off_the_event_loop(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """argon2 costs tens of milliseconds: on the loop's thread, every sign-up and sign-in would
+    stall every other request of the process for as long."""
+    loop_thread = threading.get_ident()
+    threads: list[tuple[str, int]] = []
+    hash_, verify = PasswordHasher.hash, PasswordHasher.verify
+
+    def noting_hash(self: PasswordHasher, password: str | bytes, **kw: Any) -> str:
+        threads.append(("hash", threading.get_ident()))
+        return hash_(self, password, **kw)
+
+    def noting_verify(self: PasswordHasher, stored: str | bytes, password: str | bytes) -> Any:
+        threads.append(("verify", threading.get_ident()))
+        return verify(self, stored, password)
+
+    monkeypatch.setattr(PasswordHasher, "hash", noting_hash)
+    monkeypatch.setattr(PasswordHasher, "verify", noting_verify)
+    await sign_up(client, "offloop")  # signs up, then signs in
+    wrong = await client.post(
+        "/api/v1/auth/signin", json={"email": "offloop@example.org", "password": "not it at all"}
+    )
+    assert wrong.status_code == 401
+    assert [kind for kind, _ in threads] == ["hash", "verify", "verify"]
+    assert all(thread != loop_thread for _, thread in threads)

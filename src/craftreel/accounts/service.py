@@ -297,7 +297,7 @@ async def sign_up(ctx: AppContext, uow: UnitOfWork, body: schemas.SignUp, client
         email_normalized=email,
         handle=body.handle.strip().lstrip("@"),
         handle_normalized=handle,
-        password_hash=ctx.passwords.hash(body.password),
+        password_hash=await ctx.passwords.ahash(body.password),
         display_name=body.display_name or body.handle,
         links=[],
     )
@@ -395,10 +395,11 @@ async def sign_in_password(
         ctx.limiter, Limit.parse(ctx.settings.rate_limit_signin), f"signin:acct:{normalized}"
     )
     user = await repo.user_by_email(uow.session, normalized)
-    if not ctx.passwords.verify(user.password_hash if user else None, password) or user is None:
+    matches = await ctx.passwords.averify(user.password_hash if user else None, password)
+    if not matches or user is None:
         raise InvalidCredentials()
     if user.password_hash and ctx.passwords.needs_rehash(user.password_hash):
-        user.password_hash = ctx.passwords.hash(password)
+        user.password_hash = await ctx.passwords.ahash(password)
     await ctx.limiter.reset(f"signin:acct:{normalized}")
     auth, cookie = await _start_session(ctx, uow, user, kind, client)
     return user, auth, cookie
@@ -504,7 +505,7 @@ async def reset_password(ctx: AppContext, uow: UnitOfWork, token: str, password:
     user = await repo.user_by_id(uow.session, row.user_id)
     if user is None or user.email_normalized != row.email:
         raise TokenInvalid()
-    user.password_hash = ctx.passwords.hash(password)
+    user.password_hash = await ctx.passwords.ahash(password)
     # The link proved control of the mailbox, so the address counts as verified too.
     user.email_verified_at = user.email_verified_at or utcnow()
     await repo.revoke_sessions(uow.session, user.id, utcnow())
@@ -532,10 +533,11 @@ async def change_password(
 ) -> None:
     """Change the password; every other session ends."""
     user = identity.user
-    if user.password_hash is not None and not ctx.passwords.verify(user.password_hash, current):
+    stored = user.password_hash
+    if stored is not None and not await ctx.passwords.averify(stored, current):
         raise InvalidCredentials("Your current password is not right.", field="current_password")
     check_password(ctx, new, user.handle, user.email_normalized.split("@")[0])
-    user.password_hash = ctx.passwords.hash(new)
+    user.password_hash = await ctx.passwords.ahash(new)
     await repo.revoke_sessions(uow.session, user.id, utcnow(), keep=identity.session.id)
 
 
@@ -544,7 +546,8 @@ async def request_email_change(
 ) -> None:
     """Send a confirmation link to the new address; the email changes once it is opened."""
     user = identity.user
-    if user.password_hash is not None and not ctx.passwords.verify(user.password_hash, password):
+    stored = user.password_hash
+    if stored is not None and not await ctx.passwords.averify(stored, password):
         raise InvalidCredentials("Your password is not right.", field="password")
     normalized = normalize_email(new_email)
     if normalized == user.email_normalized:
@@ -804,7 +807,7 @@ async def delete_account(
     user = identity.user
     if normalize_handle(confirm_handle) != user.handle_normalized:
         raise InvalidInput("Type your handle to confirm.", field="confirm_handle")
-    if user.password_hash is not None and not ctx.passwords.verify(
+    if user.password_hash is not None and not await ctx.passwords.averify(
         user.password_hash, password or ""
     ):
         raise InvalidCredentials("Your password is not right.", field="password")
@@ -1038,7 +1041,7 @@ async def create_admin(
         email_normalized=normalized,
         handle=handle,
         handle_normalized=await check_handle_free(uow, handle),
-        password_hash=ctx.passwords.hash(password),
+        password_hash=await ctx.passwords.ahash(password),
         display_name=handle,
         links=[],
         is_admin=True,

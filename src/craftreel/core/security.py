@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import hashlib
@@ -30,13 +31,26 @@ class Passwords:
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
 
     def hash(self, password: str) -> str:
+        """Blocks for the whole hashing (tens of ms): for scripts; the app uses :meth:`ahash`."""
         return self._hasher.hash(password)
 
     def verify(self, stored: str | None, password: str) -> bool:
+        """Blocks like :meth:`hash`; the app uses :meth:`averify`."""
         try:
             return self._hasher.verify(stored or self._dummy, password) and stored is not None
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+
+    # argon2 spends tens of milliseconds of CPU in C, with the GIL released. Run on the event
+    # loop, each sign-in stalled every other request of that process for as long (seen as
+    # 30-100 ms loop stalls while the feed bench's accounts signed in); in a worker thread,
+    # the loop goes on serving them.
+
+    async def ahash(self, password: str) -> str:
+        return await asyncio.to_thread(self.hash, password)
+
+    async def averify(self, stored: str | None, password: str) -> bool:
+        return await asyncio.to_thread(self.verify, stored, password)
 
     def needs_rehash(self, stored: str) -> bool:
         return self._hasher.check_needs_rehash(stored)
