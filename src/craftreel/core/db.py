@@ -310,8 +310,6 @@ class _DriverRead:
 
     def row(self, record: Any) -> tuple[Any, ...]:
         assert self.columns is not None
-        if not self.columns:
-            return tuple(record)
         row = list(record)
         for i, processor in self.columns:
             row[i] = processor(row[i])
@@ -363,6 +361,8 @@ async def read_rows(
             except Exception:
                 log.debug("driver read failed; running it through SQLAlchemy", exc_info=True)
             else:
+                if not read.columns:  # nothing to convert (Discover's candidates: 70 rows)
+                    return list(map(tuple, records))
                 return [read.row(record) for record in records]
     return (await connection.execute(statement, params)).all()
 
