@@ -268,7 +268,7 @@ async def _run(hooks: list[AfterCommit], failure: str) -> None:
 
 
 class _DriverRead:
-    """A read statement compiled once for asyncpg: its SQL, the order of its parameters, the
+    """A read statement compiled once for a driver: its SQL, the order of its parameters, the
     converters SQLAlchemy would apply to them and to the columns it returns."""
 
     def __init__(self, statement: Any, dialect: Dialect) -> None:
@@ -316,7 +316,20 @@ class _DriverRead:
         return tuple(row)
 
 
-_DRIVER_READS: dict[tuple[Any, str], _DriverRead] = {}
+#: Compiled driver reads by statement, then dialect name (a statement that is dropped takes
+#: its compiled forms with it).
+_DRIVER_READS: weakref.WeakKeyDictionary[Any, dict[str, _DriverRead]] = weakref.WeakKeyDictionary()
+
+
+def driver_read(statement: Any, dialect: Dialect) -> _DriverRead:
+    """``statement`` compiled for ``dialect``'s driver (once)."""
+    compiled = _DRIVER_READS.get(statement)
+    if compiled is None:
+        compiled = _DRIVER_READS[statement] = {}
+    read = compiled.get(dialect.name)
+    if read is None:
+        read = compiled[dialect.name] = _DriverRead(statement, dialect)
+    return read
 
 
 async def read_rows(
@@ -332,17 +345,15 @@ async def read_rows(
     on PostgreSQL, measured in-process. The engine's ``before_cursor_execute`` listeners still
     see the statement (the read-only guard, tests' query counts). Anything else, and any
     failure there, runs the ordinary way, which handles errors (a lost connection
-    invalidated, the exception wrapped) as for every statement.
+    invalidated, the exception wrapped) as for every statement (the listeners then see a
+    failed statement twice).
     """
     connection = await session.connection()
     sync = connection.sync_connection
     assert sync is not None
     dialect = sync.dialect
     if _reading.get() and (dialect.driver == "asyncpg" or isinstance(dialect, OneTripDialect)):
-        key = (statement, dialect.name)
-        read = _DRIVER_READS.get(key)
-        if read is None:
-            read = _DRIVER_READS[key] = _DriverRead(statement, dialect)
+        read = driver_read(statement, dialect)
         if read.usable:
             args = read.args(params)
             _announce(sync, read.sql, args)
