@@ -358,16 +358,13 @@ async def read_rows(
             args = read.args(params)
             _announce(sync, read.sql, args)
             raw = await connection.get_raw_connection()
+            pg = raw.driver_connection if dialect.driver == "asyncpg" else None
             try:
-                if dialect.driver == "asyncpg":
-                    driver = raw.driver_connection
-                    if read.columns is None:
-                        await read.learn_columns(driver)
-                    assert driver is not None
-                    records = await driver.fetch(read.sql, *args)
+                if read.columns is None:
+                    await read.learn_columns(pg)
+                if pg is not None:
+                    records = await pg.fetch(read.sql, *args)
                 else:
-                    if read.columns is None:
-                        await read.learn_columns(None)
                     records = await fetch_rows(raw.dbapi_connection, read.sql, args)
             except Exception:
                 log.debug("driver read failed; running it through SQLAlchemy", exc_info=True)

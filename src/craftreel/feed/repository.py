@@ -76,13 +76,6 @@ _AFTER = cast(
 _LIMIT = bindparam("limit", type_=Integer)
 
 
-async def _rows(session: AsyncSession, statement: Any, params: dict[str, Any]) -> Sequence[Any]:
-    """A feed statement's rows, as plain columns: a page's statements return no entities, so
-    they skip the ORM's result handling, and on PostgreSQL SQLAlchemy's too (see
-    :func:`~craftreel.core.db.read_rows`)."""
-    return await read_rows(session, statement, params)
-
-
 @functools.cache
 def _following(dialect: str, with_cursor: bool) -> Any:
     """The Following statement, built once per dialect and cursor-or-not: building it (the
@@ -213,7 +206,7 @@ async def following(
     params: dict[str, Any] = {"viewer_id": viewer_id, "limit": limit + 1}
     if after is not None:
         params["after_at"], params["after_id"] = after
-    return feed_posts(await _rows(session, statement, params))
+    return feed_posts(await read_rows(session, statement, params))
 
 
 class Candidate(NamedTuple):
@@ -290,7 +283,7 @@ async def discover_candidates(
     statement = _discover(
         viewer_id is not None, after is not None, shown is not None, not_by is not None
     )
-    return [Candidate._make(row) for row in await _rows(session, statement, params)]
+    return [Candidate._make(row) for row in await read_rows(session, statement, params)]
 
 
 @functools.cache
@@ -311,7 +304,7 @@ async def posts_by_ids(
     """The posts with these ids, in the order given (one query)."""
     if not post_ids:
         return []
-    rows = await _rows(
+    rows = await read_rows(
         session,
         _posts_by_ids(session.get_bind().dialect.name, viewer_id is not None),
         {"viewer_id": viewer_id, "post_ids": list(post_ids)},
