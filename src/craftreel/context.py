@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import httpx
@@ -47,6 +48,8 @@ class AppContext:
         return UnitOfWork(self.sessions, read_only=read_only)
 
     async def close(self) -> None:
+        # Card refreshes read the database: they end before the engine does.
+        await asyncio.gather(*self.cards.refreshes, return_exceptions=True)
         await self.bus.close()
         await self.http.aclose()
         if self.redis is not None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import httpx
+import pytest
 
 from craftreel.context import AppContext
 from tests.factories import Person, sign_up
@@ -56,3 +59,54 @@ async def test_a_reused_card_shows_every_change_at_once(
     [item] = await _following(client, viewer)
     assert item["counts"]["likes"] == 1
     assert item["viewer"] == {"liked": True, "saved": False}
+
+
+async def test_an_old_card_is_served_once_more_while_it_is_rendered_again(
+    client: httpx.AsyncClient, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    viewer = await sign_up(client, "oldcardviewer")
+    maker = await sign_up(client, "oldcardmaker")
+    await follow(client, viewer, maker)
+    await make_post(client, ctx, maker, caption="kept words")
+    [item] = await _following(client, viewer)
+    lifetime = ctx.cards.seconds
+    now = time.monotonic()
+
+    # Past its lifetime, but by less than a lifetime more: the page does not wait for a
+    # render; it gets the old card and a refresh renders it again in the background.
+    monkeypatch.setattr(ctx.cards, "clock", lambda: now + lifetime * 1.5)
+    misses = ctx.cards.misses
+    [again] = await _following(client, viewer)
+    assert again == item
+    assert ctx.cards.misses == misses, "the old card was served"
+    assert len(ctx.cards.refreshes) == 1
+    await asyncio.gather(*ctx.cards.refreshes)
+    assert not ctx.cards.refreshes
+    # The refresh kept a new card: the next page reuses it, with nothing left to refresh.
+    [after] = await _following(client, viewer)
+    assert after == item and ctx.cards.misses == misses and not ctx.cards.refreshes
+
+    # Lapsed by more than a lifetime: rendered inside the request, as a card never seen.
+    monkeypatch.setattr(ctx.cards, "clock", lambda: now + lifetime * 4)
+    [late] = await _following(client, viewer)
+    assert late == item
+    assert ctx.cards.misses == misses + 1 and not ctx.cards.refreshes
+
+
+async def test_an_old_card_of_a_changed_post_is_never_served(
+    client: httpx.AsyncClient, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    viewer = await sign_up(client, "oldeditviewer")
+    maker = await sign_up(client, "oldeditmaker")
+    await follow(client, viewer, maker)
+    post = await make_post(client, ctx, maker, caption="before")
+    await _following(client, viewer)
+    now = time.monotonic()
+    monkeypatch.setattr(ctx.cards, "clock", lambda: now + ctx.cards.seconds * 1.5)
+    edited = await client.patch(
+        f"/api/v1/posts/{post['id']}", headers=maker.auth, json={"caption": "after"}
+    )
+    assert edited.status_code == 200, edited.text
+    [item] = await _following(client, viewer)
+    assert item["caption"] == "after"
+    assert not ctx.cards.refreshes

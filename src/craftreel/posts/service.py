@@ -3,6 +3,8 @@ deletion, and who may see what."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -25,6 +27,8 @@ from craftreel.posts.models import Post, PostKind, PostMedia, PostStatus, Visibi
 
 PUBLIC_MEDIA = {Visibility.PUBLIC, Visibility.UNLISTED}
 MAX_SCHEDULE_AHEAD = timedelta(days=365)
+
+log = logging.getLogger(__name__)
 
 
 class PostNotFound(NotFound):
@@ -140,32 +144,59 @@ async def feed_items(
     """A feed's posts as the API's items, rendered JSON: each post's card (reused from
     ``ctx.cards`` while valid, see :mod:`craftreel.posts.cards`) with its counts and the
     viewer's like and save as the feed's own query read them. No query at all when every
-    card is reused; one for the rows of the others, then :func:`to_out`'s."""
-    session = uow.session
+    card is reused; one for the rows of the others, then :func:`to_out`'s. Cards served old
+    are rendered again in the background, after this page."""
     cache = ctx.cards
-    seen = cards.shown.seen(session.sync_session)
     rest: dict[UUID, bytes] = {}
     missing: list[UUID] = []
+    old: list[UUID] = []
     for item in items:
-        body = cache.get(item.id, item.updated_at)
-        if body is None:
+        kept = cache.get(item.id, item.updated_at)
+        if kept is None:
             missing.append(item.id)
         else:
-            rest[item.id] = body
+            rest[item.id] = kept[0]
+            if kept[1]:
+                old.append(item.id)
     if missing:
-        found = await repo.posts_by_id(session, missing)
-        posts = [found[i] for i in missing if i in found]  # one may have gone meanwhile
-        for post, out in zip(posts, await to_out(ctx, uow, None, posts), strict=True):
-            body = cards.without_live_parts(
-                out.model_dump_json(exclude={"counts", "viewer"}).encode()
-            )
-            cache.put(post.id, post.updated_at, body, seen)
-            rest[post.id] = body
+        rest.update(await _render_cards(ctx, uow, missing))
+    if old and (due := cache.refresh_due(old)):
+        task = asyncio.create_task(_refresh_cards(ctx, due), name="refresh-feed-cards")
+        cache.refreshes.add(task)
+        task.add_done_callback(cache.refreshes.discard)
     return [
         cards.item(rest[item.id], item.counts, (item.liked, item.saved) if viewer else None)
         for item in items
         if item.id in rest
     ]
+
+
+async def _render_cards(
+    ctx: AppContext, uow: UnitOfWork, post_ids: list[UUID]
+) -> dict[UUID, bytes]:
+    """These posts' cards, rendered and kept (a post gone meanwhile has none)."""
+    session = uow.session
+    seen = cards.shown.seen(session.sync_session)
+    found = await repo.posts_by_id(session, post_ids)
+    posts = [found[i] for i in post_ids if i in found]
+    rendered: dict[UUID, bytes] = {}
+    for post, out in zip(posts, await to_out(ctx, uow, None, posts), strict=True):
+        body = cards.without_live_parts(out.model_dump_json(exclude={"counts", "viewer"}).encode())
+        ctx.cards.put(post.id, post.updated_at, body, seen)
+        rendered[post.id] = body
+    return rendered
+
+
+async def _refresh_cards(ctx: AppContext, post_ids: list[UUID]) -> None:
+    """Render these cards again in a unit of work of their own; a failure only leaves them
+    to be rendered by the next request that finds them too old."""
+    try:
+        async with ctx.uow(read_only=True) as uow:
+            await _render_cards(ctx, uow, post_ids)
+    except Exception:
+        log.exception("rendering %d feed cards again failed", len(post_ids))
+    finally:
+        ctx.cards.refreshed(post_ids)
 
 
 async def _product_tags(
