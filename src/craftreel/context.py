@@ -49,7 +49,8 @@ class AppContext:
 
     async def close(self) -> None:
         # Card refreshes read the database: they end before the engine does.
-        await asyncio.gather(*self.cards.refreshes, return_exceptions=True)
+        if self.cards.refresher is not None:
+            await asyncio.gather(self.cards.refresher, return_exceptions=True)
         await self.bus.close()
         await self.http.aclose()
         if self.redis is not None:

@@ -74,11 +74,13 @@ class CardCache:
         self.seconds = seconds
         self.size = size
         self._cards: OrderedDict[int, _Card] = OrderedDict()
+        #: Posts whose old cards are queued to be rendered again, or being rendered.
         self._refreshing: set[int] = set()
+        self._queue: list[UUID] = []
         #: Seconds on a clock that only moves forward (a test may set its own).
         self.clock: Callable[[], float] = time.monotonic
-        #: Background refreshes running (held here so that none is collected midway).
-        self.refreshes: set[asyncio.Task[None]] = set()
+        #: The background task rendering queued cards, while there are any.
+        self.refresher: asyncio.Task[None] | None = None
         self.hits = 0
         self.misses = 0
 
@@ -102,12 +104,23 @@ class CardCache:
         self.hits += 1
         return card[0], late > 0
 
-    def refresh_due(self, post_ids: Iterable[UUID]) -> list[UUID]:
-        """Of these posts whose cards were served old, the ones no refresh is rendering yet;
-        they count as being rendered until :meth:`refreshed`."""
-        due = [i for i in post_ids if i.int not in self._refreshing]
-        self._refreshing.update(i.int for i in due)
-        return due
+    def queue_refresh(self, post_ids: Iterable[UUID]) -> None:
+        """Queue these posts, whose cards were served old, to be rendered again (those not
+        queued or being rendered already)."""
+        for post_id in post_ids:
+            if post_id.int not in self._refreshing:
+                self._refreshing.add(post_id.int)
+                self._queue.append(post_id)
+
+    def take_refresh(self, limit: int) -> list[UUID]:
+        """The next ``limit`` queued posts at most; they count as being rendered until
+        :meth:`refreshed`."""
+        taken, self._queue = self._queue[:limit], self._queue[limit:]
+        return taken
+
+    @property
+    def refresh_queued(self) -> int:
+        return len(self._queue)
 
     def refreshed(self, post_ids: Iterable[UUID]) -> None:
         """A refresh of these posts' cards ended (whether or not it put new ones)."""
