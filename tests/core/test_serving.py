@@ -46,17 +46,23 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ask(conn: socket.socket) -> int:
-    """One keep-alive GET on ``conn``; the answering worker's pid."""
+def _answer(conn: socket.socket) -> tuple[int, bool]:
+    """One keep-alive GET on ``conn``: the answering worker's pid, and whether it closes the
+    connection after the answer."""
     conn.sendall(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
     data = b""
     while b"\r\n\r\n" not in data:
         data += conn.recv(4096)
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    head = head.lower()
+    length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
     while len(body) < length:
         body += conn.recv(4096)
-    return int(body)
+    return int(body), b"\r\nconnection: close" in head
+
+
+def _ask(conn: socket.socket) -> int:
+    return _answer(conn)[0]
 
 
 def _connect_all(port: int, count: int) -> list[socket.socket]:
@@ -120,6 +126,51 @@ def test_a_burst_of_connections_is_spread_over_the_workers(
     assert pids == again  # keep-alive: a connection stays with its worker
     counts = sorted(pids.count(pid) for pid in set(pids))
     assert len(counts) == 2 and counts[0] >= 6, counts
+
+
+def test_the_workers_even_out_their_connections(
+    server: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    """A client pool of 32 keep-alive connections, 24 on one worker and 8 on the other (as an
+    unlucky hash leaves them): the busier worker closes connections after answering until
+    each worker holds its share, and the pool, reconnecting (the kernel hashes each new
+    connection again), ends with 16 and 16, give or take one."""
+    _, port = server
+    opened = _connect_all(port, 64)
+    by_worker: dict[int, list[socket.socket]] = {}
+    for conn in opened:
+        pid, closing = _answer(conn)
+        if not closing:
+            by_worker.setdefault(pid, []).append(conn)
+    busy, quiet = sorted(by_worker, key=lambda pid: -len(by_worker[pid]))
+    assert len(by_worker[busy]) >= 24 and len(by_worker[quiet]) >= 8
+    pool = by_worker[busy][:24] + by_worker[quiet][:8]
+    for conn in opened:
+        if conn not in pool:
+            conn.close()
+    closed = 0
+    counts: list[int] = []
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            answers = []
+            for i, conn in enumerate(pool):
+                pid, closing = _answer(conn)
+                if closing:
+                    closed += 1
+                    conn.close()
+                    pool[i] = socket.create_connection(("127.0.0.1", port), timeout=10)
+                else:
+                    answers.append(pid)
+            counts = sorted(answers.count(pid) for pid in set(answers))
+            if len(answers) == 32 and len(counts) == 2 and counts[1] - counts[0] <= 2:
+                break
+            time.sleep(0.01)
+    finally:
+        for conn in pool:
+            conn.close()
+    assert closed >= 8, "the busier worker sent some connections away"
+    assert len(counts) == 2 and counts[1] - counts[0] <= 2, counts
 
 
 def test_a_killed_worker_is_replaced_on_its_socket(
