@@ -21,13 +21,20 @@ async def _following(client: httpx.AsyncClient, viewer: Person) -> list[dict[str
     return items
 
 
+async def _maker_and_follower(
+    client: httpx.AsyncClient, ctx: AppContext, name: str, caption: str
+) -> tuple[Person, Person, dict[str, Any]]:
+    """A viewer who follows a maker with one post: the viewer, the maker and the post."""
+    viewer = await sign_up(client, f"{name}viewer")
+    maker = await sign_up(client, f"{name}maker")
+    await follow(client, viewer, maker)
+    return viewer, maker, await make_post(client, ctx, maker, caption=caption)
+
+
 async def test_a_reused_card_shows_every_change_at_once(
     client: httpx.AsyncClient, ctx: AppContext
 ) -> None:
-    viewer = await sign_up(client, "cardviewer")
-    maker = await sign_up(client, "cardmaker")
-    await follow(client, viewer, maker)
-    post = await make_post(client, ctx, maker, caption="first words")
+    viewer, maker, post = await _maker_and_follower(client, ctx, "card", "first words")
 
     [item] = await _following(client, viewer)
     assert item["caption"] == "first words"
@@ -63,10 +70,7 @@ async def test_a_reused_card_shows_every_change_at_once(
 async def test_an_old_card_is_served_once_more_while_it_is_rendered_again(
     client: httpx.AsyncClient, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    viewer = await sign_up(client, "oldcardviewer")
-    maker = await sign_up(client, "oldcardmaker")
-    await follow(client, viewer, maker)
-    await make_post(client, ctx, maker, caption="kept words")
+    viewer, _, _ = await _maker_and_follower(client, ctx, "oldcard", "kept words")
     [item] = await _following(client, viewer)
     lifetime = ctx.cards.seconds
     now = time.monotonic()
@@ -99,10 +103,7 @@ async def test_an_old_card_is_served_once_more_while_it_is_rendered_again(
 async def test_an_old_card_of_a_changed_post_is_never_served(
     client: httpx.AsyncClient, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    viewer = await sign_up(client, "oldeditviewer")
-    maker = await sign_up(client, "oldeditmaker")
-    await follow(client, viewer, maker)
-    post = await make_post(client, ctx, maker, caption="before")
+    viewer, maker, post = await _maker_and_follower(client, ctx, "oldedit", "before")
     await _following(client, viewer)
     now = time.monotonic()
     monkeypatch.setattr(ctx.cards, "clock", lambda: now + ctx.cards.seconds * 1.5)
