@@ -127,13 +127,11 @@ class ConnectionBalancer:
         self.loads = loads
         self.server = server
         self._next_look = 0.0
-        self.shed = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._over_share():
             await self.app(scope, receive, send)
             return
-        self.shed += 1
 
         async def closing(message: Message) -> None:
             if message["type"] == "http.response.start":

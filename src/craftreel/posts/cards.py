@@ -90,7 +90,7 @@ class CardCache:
 
     def get(self, post_id: UUID, updated_at: datetime) -> tuple[bytes, bool] | None:
         """The card of this version of the post, if one is kept and may be shown, and whether
-        it has grown old and is to be rendered again (:meth:`refresh_due`)."""
+        it has grown old and is to be rendered again (:meth:`queue_refresh`)."""
         key = post_id.int
         card = self._cards.get(key) if self.enabled else None
         if card is None or card[1] != updated_at or card[2] != shown.generation:
