@@ -32,10 +32,10 @@ import socket
 import struct
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn import Config, Server
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -48,12 +48,6 @@ log = logging.getLogger(__name__)
 LOADS_ENV = "CRAFTREEL_WORKER_LOADS"
 #: How often a worker looks at the loads, and so sheds one connection at most.
 BALANCE_SECONDS = 0.05
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def reuse_port_sockets(host: str, port: int, count: int) -> list[socket.socket]:
@@ -135,6 +129,7 @@ class ConnectionBalancer:
 
         async def closing(message: Message) -> None:
             if message["type"] == "http.response.start":
+                # A copy: the app may send the same header list with every answer.
                 headers = [*message.get("headers", ()), (b"connection", b"close")]
                 message = {**message, "headers": headers}
             await send(message)
