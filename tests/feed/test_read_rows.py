@@ -43,9 +43,16 @@ async def _statements(client: httpx.AsyncClient, ctx: AppContext) -> list[Run]:
     after = (newest[2].published_at, newest[2].id)
     dialect = ctx.engine.dialect.name
     ids = [UUID(p["id"]) for p in posts]
+    following: list[Run] = []
+    # PostgreSQL's Following has two plans in one statement: dense, and by followee (scan 0).
+    for scan in (250, 0) if dialect == "postgresql" else (None,):
+        params = {"viewer_id": me, "limit": 10} | ({} if scan is None else {"scan": scan})
+        following += [
+            (repo._following(dialect, False), params),
+            (repo._following(dialect, True), {**params, **_after(after)}),
+        ]
     return [
-        (repo._following(dialect, False), {"viewer_id": me, "limit": 10}),
-        (repo._following(dialect, True), {"viewer_id": me, "limit": 10, **_after(after)}),
+        *following,
         (repo._discover(True, False, False, False), {"viewer_id": me, "limit": 10}),
         (
             repo._discover(True, True, False, True),

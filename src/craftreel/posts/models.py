@@ -53,7 +53,16 @@ class Post(Base):
             "published_at",
             "id",
         ),
-        Index("ix_posts_status_published_at", "status", "published_at"),
+        # Newest first across all makers; its INCLUDE columns let Following on PostgreSQL
+        # scan it for followed makers' listed posts without reading the table (see
+        # feed.repository._following_dense).
+        Index(
+            "ix_posts_status_published_at_id",
+            "status",
+            "published_at",
+            "id",
+            postgresql_include=["author_id", "visibility"],
+        ),
         Index("ix_posts_status_rank_score", "status", "rank_score"),
         Index("ix_posts_status_scheduled_at", "status", "scheduled_at"),
     )

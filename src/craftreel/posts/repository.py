@@ -138,6 +138,12 @@ def _followed(viewer_id: UUID, *columns: Any) -> Any:
     )
 
 
+def followees(viewer_id: UUID) -> Any:
+    """SQL subquery (one column): the people ``viewer_id`` follows (approved) with no block
+    either way — whether their accounts still exist is for the caller to check."""
+    return _followed(viewer_id, Follow.followee_id)
+
+
 def followees_visible_to(viewer_id: UUID) -> Any:
     """SQL subquery (one column): the people ``viewer_id`` follows (approved) whose listed
     posts :func:`visible_to` lets them see, by its rule for a follower: accounts that exist,
