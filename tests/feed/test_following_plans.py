@@ -132,8 +132,9 @@ def sparse(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> repo.SparseReade
     readers = repo.SparseReaders(seconds=300.0, size=100, clock=lambda: now[0])
     readers.now = now  # type: ignore[attr-defined]
     monkeypatch.setattr(repo, "SPARSE_READERS", readers)
-    # A page of 2 scans 3 posts: the dense plan sees only the 3 newest posts of anyone.
-    monkeypatch.setattr(repo, "DENSE_SCAN_PER_POST", 1)
+    # The dense plan sees only the 3 newest posts of anyone: a page of 2 when they are all
+    # followed makers'.
+    monkeypatch.setattr(repo, "DENSE_SCAN", 3)
     return readers
 
 
@@ -155,8 +156,14 @@ async def test_a_sparse_reader_skips_the_dense_scan_for_a_while(
     scans: list[int] = []
     read_rows = db.read_rows
 
+    plans = {
+        repo._following("postgresql", cursor, scan): scan
+        for cursor in (False, True)
+        for scan in (0, 3)
+    }
+
     async def spy(session: Any, statement: Any, params: dict[str, Any]) -> Any:
-        scans.append(params["scan"])
+        scans.append(plans[statement])
         return await read_rows(session, statement, params)
 
     monkeypatch.setattr(repo, "read_rows", spy)

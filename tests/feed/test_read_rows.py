@@ -45,11 +45,11 @@ async def _statements(client: httpx.AsyncClient, ctx: AppContext) -> list[Run]:
     ids = [UUID(p["id"]) for p in posts]
     following: list[Run] = []
     # PostgreSQL's Following has two plans in one statement: dense, and by followee (scan 0).
-    for scan in (250, 0) if dialect == "postgresql" else (None,):
-        params = {"viewer_id": me, "limit": 10} | ({} if scan is None else {"scan": scan})
+    params = {"viewer_id": me, "limit": 10}
+    for scan in (250, 0) if dialect == "postgresql" else (0,):
         following += [
-            (repo._following(dialect, False), params),
-            (repo._following(dialect, True), {**params, **_after(after)}),
+            (repo._following(dialect, False, scan), params),
+            (repo._following(dialect, True, scan), {**params, **_after(after)}),
         ]
     return [
         *following,

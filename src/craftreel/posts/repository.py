@@ -116,7 +116,11 @@ async def posts_by_id(session: AsyncSession, post_ids: Iterable[UUID]) -> dict[U
 
 def viewer_flags(viewer_id: UUID | None, post_id: Any = Post.id) -> list[Any]:
     """Columns for a feed query: whether ``viewer_id`` liked, and saved, the row's post (two
-    primary-key probes per row; none for an anonymous viewer)."""
+    primary-key probes per row; none for an anonymous viewer).
+
+    Scalar subqueries, not EXISTS: PostgreSQL may run an EXISTS as a hash of everything the
+    viewer ever liked (a heap fetch per like: 0.9 of a Following page's 1.7 ms for a reader
+    with 325 likes), growing with their likes instead of with the page."""
     if viewer_id is None:
         return [literal(False).label("liked"), literal(False).label("saved")]
     liked = select(PostLike.post_id).where(
@@ -125,7 +129,10 @@ def viewer_flags(viewer_id: UUID | None, post_id: Any = Post.id) -> list[Any]:
     saved = select(PostSave.post_id).where(
         PostSave.post_id == post_id, PostSave.user_id == viewer_id
     )
-    return [liked.exists().label("liked"), saved.exists().label("saved")]
+    return [
+        liked.scalar_subquery().is_not(None).label("liked"),
+        saved.scalar_subquery().is_not(None).label("saved"),
+    ]
 
 
 def _followed(viewer_id: UUID, *columns: Any) -> Any:
