@@ -128,9 +128,7 @@ async def test_both_plans_page_through_the_same_right_posts(
 def sparse(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> repo.SparseReaders:
     if ctx.engine.dialect.name != "postgresql":
         pytest.skip("only PostgreSQL's Following has a dense plan")
-    now = [0.0]
-    readers = repo.SparseReaders(seconds=300.0, size=100, clock=lambda: now[0])
-    readers.now = now  # type: ignore[attr-defined]
+    readers = repo.SparseReaders(seconds=300.0, size=100, clock=lambda: 0.0)
     monkeypatch.setattr(repo, "SPARSE_READERS", readers)
     # The dense plan sees only the 3 newest posts of anyone: a page of 2 when they are all
     # followed makers'.
@@ -180,7 +178,7 @@ async def test_a_sparse_reader_skips_the_dense_scan_for_a_while(
     scans.clear()
     assert len(await _walk(ctx, sparse_id, 2, None)) == 4
     assert scans == [0, 0]
-    sparse.now[0] += 301  # type: ignore[attr-defined]
+    monkeypatch.setattr(sparse, "clock", lambda: 301.0)
     assert sparse_id not in sparse
     scans.clear()
     await _walk(ctx, sparse_id, 2, None)

@@ -136,7 +136,7 @@ def _following_dense(with_cursor: bool, scan: int) -> Any:
     )
     if with_cursor:
         scanned = scanned.where(_before(Post.published_at, Post.id, _AFTER, False))
-    scan_ = (
+    recent = (
         scanned.order_by(Post.status.desc(), Post.published_at.desc(), Post.id.desc())
         .limit(literal_column(str(int(scan))))
         .subquery("scanned")
@@ -144,18 +144,18 @@ def _following_dense(with_cursor: bool, scan: int) -> Any:
     post = Post.__table__.alias("post")
     return (
         select(*feed_columns(post), *viewer_flags(_VIEWER, post.c.id))
-        .select_from(scan_)
-        .join(User, User.id == scan_.c.author_id)
-        .join(post, post.c.id == scan_.c.id)
+        .select_from(recent)
+        .join(User, User.id == recent.c.author_id)
+        .join(post, post.c.id == recent.c.id)
         .where(
             or_(
-                scan_.c.visibility == Visibility.PUBLIC,
-                scan_.c.visibility == Visibility.FOLLOWERS,
+                recent.c.visibility == Visibility.PUBLIC,
+                recent.c.visibility == Visibility.FOLLOWERS,
             ),
-            scan_.c.author_id.in_(followees(_VIEWER)).is_(True),
+            recent.c.author_id.in_(followees(_VIEWER)).is_(True),
             accounts.visible_people_clause(User),
         )
-        .order_by(scan_.c.published_at.desc(), scan_.c.id.desc())
+        .order_by(recent.c.published_at.desc(), recent.c.id.desc())
         .limit(_LIMIT)
     )
 
@@ -324,11 +324,14 @@ async def following(
     params: dict[str, Any] = {"viewer_id": viewer_id, "limit": limit + 1}
     if after is not None:
         params["after_at"], params["after_id"] = after
-    if dialect != "postgresql":
-        return feed_posts(await read_rows(session, _following(dialect, after is not None), params))
-    if scan is None:
+    postgres = dialect == "postgresql"
+    if not postgres:
+        scan = 0  # one plan
+    elif scan is None:
         scan = 0 if viewer_id in SPARSE_READERS else DENSE_SCAN
     rows = await read_rows(session, _following(dialect, after is not None, scan), params)
+    if not postgres:
+        return feed_posts(rows)
     if scan and len(rows) > limit and not rows[0][0]:
         SPARSE_READERS.add(viewer_id)
     return feed_posts(row[1:] for row in rows)
