@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     rank_refresh_seconds: int = Field(default=300, ge=10, le=24 * 3600)
     feed_card_seconds: float = Field(default=20, ge=0, le=3600)
     feed_card_limit: int = Field(default=20_000, ge=0, le=1_000_000)
+    feed_page_seconds: float = Field(default=30, ge=0, le=3600)
+    feed_page_mib: int = Field(default=32, ge=0, le=4096)
     auth_cache_seconds: float = Field(default=10, ge=0, le=300)
 
     # real time: the event bus, the /ws socket and the event log

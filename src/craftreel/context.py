@@ -19,7 +19,9 @@ from craftreel.core.mail import FileMailer, Mailer, SmtpMailer
 from craftreel.core.outbox import MailOutbox
 from craftreel.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from craftreel.core.security import Passwords
+from craftreel.core.stamps import Stamps, attach_stamps
 from craftreel.core.storage import LocalStorage, S3Storage, Storage
+from craftreel.feed.pages import PageCache
 from craftreel.posts.cards import CardCache
 from craftreel.realtime.service import attach_bus
 
@@ -43,6 +45,8 @@ class AppContext:
     cards: CardCache = field(default_factory=lambda: CardCache(0, 0))
     #: Sessions bearer tokens named, reused by read-only requests (accounts/identities.py).
     identities: IdentityCache = field(default_factory=lambda: IdentityCache(0))
+    #: Feed pages sent, sent again to the same reader (feed/pages.py); off unless turned on.
+    pages: PageCache = field(default_factory=lambda: PageCache(Stamps(None), 0, 0))
 
     def uow(self, *, read_only: bool = False) -> UnitOfWork:
         return UnitOfWork(self.sessions, read_only=read_only)
@@ -110,6 +114,9 @@ def build_context(settings: Settings) -> AppContext:
     bus = build_bus(settings, redis)
     # Any service holding a unit of work can emit live events (craftreel.realtime).
     attach_bus(sessions, bus)
+    # Any unit of work can tell this host's caches whose views it changed (core/stamps.py).
+    stamps = Stamps(settings.var_dir / "run" / "stamps")
+    attach_stamps(sessions, stamps)
     return AppContext(
         settings=settings,
         engine=engine,
@@ -134,4 +141,9 @@ def build_context(settings: Settings) -> AppContext:
             settings.feed_card_limit,
         ),
         identities=IdentityCache(settings.auth_cache_seconds),
+        pages=PageCache(
+            stamps,
+            min(settings.feed_page_seconds, settings.private_url_seconds / 4),
+            settings.feed_page_mib * 1024 * 1024,
+        ),
     )

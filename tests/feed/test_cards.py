@@ -8,10 +8,18 @@ from typing import Any
 import httpx
 import pytest
 
+from craftreel.config import Settings
 from craftreel.context import AppContext
 from tests.factories import Person, sign_up
 from tests.feed.factories import follow
 from tests.posts.factories import make_post
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Every page read afresh: these tests are about the cards a page is made of (kept pages
+    have tests of their own, test_pages.py)."""
+    return settings.model_copy(update={"feed_page_seconds": 0})
 
 
 async def _following(client: httpx.AsyncClient, viewer: Person) -> list[dict[str, Any]]:

@@ -55,6 +55,7 @@ from craftreel.core.mail import Mail
 from craftreel.core.pagination import decode_cursor, decode_time_cursor, page_of
 from craftreel.core.ratelimit import Limit, enforce
 from craftreel.core.security import common_passwords, new_token, sign, token_hash, unsign
+from craftreel.core.stamps import move_on_commit
 from craftreel.core.storage import remove_on_rollback
 
 RESERVED_HANDLES = frozenset(
@@ -250,6 +251,32 @@ async def authenticate_access_token(uow: UnitOfWork, ctx: AppContext, token: str
     return await _live_session(uow, found)
 
 
+def known_identity(ctx: AppContext, token: str) -> Identity | None:
+    """The person behind a bearer token, when a read-only request can tell without the
+    database: the token was checked before, its session is in the identity cache, open, and
+    noted as used within the last minute. Otherwise None: ask :func:`authenticate_access_token`
+    (which also raises for a bad token)."""
+    cache = ctx.identities
+    session_id = cache.verified_token(token) if cache.enabled else None
+    cached = cache.get(session_id) if session_id is not None else None
+    if cached is None:
+        return None
+    auth, user = cached
+    now = utcnow()
+    if _ended(auth, now) or _unnoted(auth, now):
+        return None
+    return Identity(user, auth)
+
+
+def _ended(auth: AuthSession, now: datetime) -> bool:
+    return auth.revoked_at is not None or auth.expires_at <= now
+
+
+def _unnoted(auth: AuthSession, now: datetime) -> bool:
+    """Whether the session's last use is to be noted (at most once a minute)."""
+    return now - auth.last_seen_at > timedelta(minutes=1)
+
+
 async def authenticate_web_cookie(uow: UnitOfWork, cookie: str) -> Identity:
     return await _live_session(uow, await repo.web_session_by_hash(uow.session, token_hash(cookie)))
 
@@ -259,9 +286,9 @@ async def _live_session(uow: UnitOfWork, found: tuple[AuthSession, User] | None)
     if found is None:
         raise NotAuthenticated()
     auth, user = found
-    if auth.revoked_at is not None or auth.expires_at <= now:
+    if _ended(auth, now):
         raise NotAuthenticated("Your session has ended. Sign in again.")
-    if now - auth.last_seen_at > timedelta(minutes=1):
+    if _unnoted(auth, now):
         if uow.read_only:
             uow.after_commit(_touch_session, uow.another(), auth.id, now)
         else:
@@ -722,6 +749,7 @@ async def update_profile(
         user.links = [str(link) for link in body.links]
     if body.is_maker is not None:
         user.is_maker = body.is_maker
+    move_on_commit(uow, ["everyone"])  # feed pages kept anywhere may show my name
     try:
         await uow.session.flush()
     except IntegrityError as exc:
@@ -735,6 +763,7 @@ async def set_avatar(ctx: AppContext, uow: UnitOfWork, user: User, data: bytes) 
     key = f"avatars/{user.id}/{uuid7()}.webp"
     await ctx.storage.put(key, clean, "image/webp")
     remove_on_rollback(uow, ctx.storage, key)
+    move_on_commit(uow, ["everyone"])
     old = user.avatar_key
     user.avatar_key = key
     if old:
@@ -746,10 +775,12 @@ async def remove_avatar(ctx: AppContext, uow: UnitOfWork, user: User) -> None:
     if user.avatar_key:
         uow.after_commit(ctx.storage.delete, user.avatar_key)
         user.avatar_key = None
+        move_on_commit(uow, ["everyone"])
 
 
 async def update_privacy(uow: UnitOfWork, user: User, body: schemas.PrivacyUpdate) -> User:
     if body.is_private is not None:
+        move_on_commit(uow, ["everyone"])  # who may see my posts changes
         if user.is_private and not body.is_private:
             await _approve_all_requests(uow, user)
         user.is_private = body.is_private
@@ -812,6 +843,7 @@ async def delete_account(
     ):
         raise InvalidCredentials("Your password is not right.", field="password")
     await repo.erase_personal_rows(uow.session, user.id)
+    move_on_commit(uow, ["everyone"])
     if user.avatar_key:
         uow.after_commit(ctx.storage.delete, user.avatar_key)
     tomb = user.id.hex
@@ -899,6 +931,7 @@ async def follow(uow: UnitOfWork, viewer: User, handle: str) -> schemas.FollowRe
     if person.id == viewer.id:
         raise InvalidInput("You cannot follow yourself.")
     status = FollowStatus.PENDING if person.is_private else FollowStatus.ACTIVE
+    move_on_commit(uow, [viewer.id])  # my Following
     if not await repo.insert_follow(uow.session, viewer.id, person.id, status):
         existing = await repo.follow_row(uow.session, viewer.id, person.id)
         status = FollowStatus(existing.status) if existing else status
@@ -910,6 +943,7 @@ async def unfollow(uow: UnitOfWork, viewer: User, handle: str) -> schemas.Follow
     row = await repo.follow_row(uow.session, viewer.id, person.id)
     if row is not None:
         await uow.session.delete(row)
+        move_on_commit(uow, [viewer.id])
     return schemas.FollowResult(status="none")
 
 
@@ -919,6 +953,7 @@ async def answer_request(uow: UnitOfWork, viewer: User, handle: str, approve: bo
     row = await repo.follow_row(uow.session, person.id, viewer.id)
     if row is None or row.status != FollowStatus.PENDING:
         raise NotFound("No pending request from them.")
+    move_on_commit(uow, [person.id])  # their Following
     if approve:
         row.status = FollowStatus.ACTIVE
     else:
@@ -930,6 +965,7 @@ async def remove_follower(uow: UnitOfWork, viewer: User, handle: str) -> None:
     row = await repo.follow_row(uow.session, person.id, viewer.id)
     if row is not None:
         await uow.session.delete(row)
+        move_on_commit(uow, [person.id])
 
 
 async def may_message(uow: UnitOfWork, sender: User, recipient: User) -> bool:
@@ -960,6 +996,7 @@ async def block(uow: UnitOfWork, viewer: User, handle: str) -> None:
     if await repo.has_blocked(uow.session, viewer.id, person.id):
         return
     await repo.delete_follows_between(uow.session, viewer.id, person.id)
+    move_on_commit(uow, [viewer.id, person.id])  # neither sees the other's posts
     uow.session.add(Block(blocker_id=viewer.id, blocked_id=person.id))
     await uow.session.flush()
 
@@ -971,6 +1008,7 @@ async def unblock(uow: UnitOfWork, viewer: User, handle: str) -> None:
     row = await uow.session.get(Block, (viewer.id, person.id))
     if row is not None:
         await uow.session.delete(row)
+        move_on_commit(uow, [viewer.id, person.id])
 
 
 async def blocked_people(

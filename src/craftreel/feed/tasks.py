@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from craftreel.context import AppContext
 from craftreel.core.clock import utcnow
+from craftreel.core.stamps import move_on_commit
 from craftreel.feed import repository as repo
 from craftreel.posts import ranking
 
@@ -50,6 +51,8 @@ async def refresh_rank_scores(
                 if score != post.rank_score:
                     scores.append((post.id, score))
             await repo.set_rank_scores(uow.session, scores)
+            if scores:
+                move_on_commit(uow, ["ranks"])  # kept Discover pages have the old order
         changed += len(scores)
         if len(batch) < batch_size:
             break

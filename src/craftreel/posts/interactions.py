@@ -30,6 +30,7 @@ from craftreel.core.errors import Conflict, InvalidInput, NotFound, PermissionDe
 from craftreel.core.ids import uuid7
 from craftreel.core.pagination import decode_cursor, decode_time_cursor, page_of
 from craftreel.core.ratelimit import Limit, enforce
+from craftreel.core.stamps import move_on_commit
 from craftreel.posts import interactions_repository as repo
 from craftreel.posts import schemas as post_schemas
 from craftreel.posts import service as posts
@@ -122,6 +123,7 @@ async def like(ctx: AppContext, uow: UnitOfWork, user: User, post_id: UUID) -> L
     post = await _published(uow, user, post_id)
     with _post_must_exist():
         inserted = await repo.insert_like(uow.session, post.id, user.id, utcnow())
+    move_on_commit(uow, [user.id])  # my kept feed pages show my likes
     if inserted:
         likes = await repo.add_to_counter(uow.session, post.id, Post.like_count, 1)
     else:
@@ -132,6 +134,7 @@ async def like(ctx: AppContext, uow: UnitOfWork, user: User, post_id: UUID) -> L
 async def unlike(ctx: AppContext, uow: UnitOfWork, user: User, post_id: UUID) -> LikeState:
     """Take a like back; unliking a post not liked changes nothing."""
     post = await _published(uow, user, post_id)
+    move_on_commit(uow, [user.id])
     if await repo.delete_like(uow.session, post.id, user.id):
         likes = await repo.add_to_counter(uow.session, post.id, Post.like_count, -1)
     else:
@@ -328,6 +331,7 @@ async def save(
     post = await _published(uow, user, post_id)
     if collection_id is not None:
         await _own_collection(uow, user, collection_id)
+    move_on_commit(uow, [user.id])  # my kept feed pages show my saves
     try:
         inserted = await repo.insert_save(uow.session, user.id, post.id, collection_id, utcnow())
         if inserted:
@@ -347,6 +351,7 @@ async def save(
 
 async def unsave(ctx: AppContext, uow: UnitOfWork, user: User, post_id: UUID) -> SaveState:
     post = await _published(uow, user, post_id)
+    move_on_commit(uow, [user.id])
     if await repo.delete_save(uow.session, user.id, post.id):
         saves = await repo.add_to_counter(uow.session, post.id, Post.save_count, -1)
     else:

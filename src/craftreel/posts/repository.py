@@ -151,6 +151,16 @@ def followees(viewer_id: UUID) -> Any:
     return _followed(viewer_id, Follow.followee_id)
 
 
+async def follower_ids(session: AsyncSession, author_id: UUID, limit: int) -> list[UUID]:
+    """Up to ``limit`` of the people following ``author_id`` (approved)."""
+    found = await session.scalars(
+        select(Follow.follower_id)
+        .where(Follow.followee_id == author_id, Follow.status == FollowStatus.ACTIVE)
+        .limit(limit)
+    )
+    return list(found)
+
+
 def followees_visible_to(viewer_id: UUID) -> Any:
     """SQL subquery (one column): the people ``viewer_id`` follows (approved) whose listed
     posts :func:`visible_to` lets them see, by its rule for a follower: accounts that exist,

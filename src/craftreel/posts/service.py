@@ -19,6 +19,7 @@ from craftreel.core.db import UnitOfWork
 from craftreel.core.errors import Conflict, InvalidInput, NotFound
 from craftreel.core.ids import uuid7
 from craftreel.core.pagination import decode_time_cursor, page_of
+from craftreel.core.stamps import move_on_commit
 from craftreel.media import service as media_service
 from craftreel.media.models import MediaKind, MediaObject, MediaStatus
 from craftreel.posts import cards, ranking, schemas, text
@@ -363,6 +364,7 @@ async def update_post(
     post.updated_at = now
     if post.status == PostStatus.PUBLISHED and body.model_fields_set:
         post.edited_at = now
+        move_on_commit(uow, ["everyone"])  # feed pages kept anywhere may show it
     await uow.session.flush()
     return await one_out(ctx, uow, user, post)
 
@@ -386,8 +388,21 @@ async def _go_public(uow: UnitOfWork, post: Post, from_status: str, now: datetim
     await repo.set_media_public(uow.session, post.id, post.visibility in PUBLIC_MEDIA)
     await repo.stamp_tags_published(uow.session, post.id, now)
     await repo.refresh_feed_span(uow.session, post.author_id)
+    await _tell_followers(uow, post.author_id)
     await uow.session.refresh(post)
     return True
+
+
+#: A maker with more followers than this moves everyone's stamp when they publish, rather
+#: than each follower's.
+TELL_FOLLOWERS = 10_000
+
+
+async def _tell_followers(uow: UnitOfWork, author_id: UUID) -> None:
+    """Once this commits, the feed pages kept for the maker's followers are read again (so
+    the new post shows at once; see ``feed/pages.py``)."""
+    followers = await repo.follower_ids(uow.session, author_id, TELL_FOLLOWERS + 1)
+    move_on_commit(uow, followers if len(followers) <= TELL_FOLLOWERS else ["everyone"])
 
 
 async def publish(
@@ -469,6 +484,7 @@ async def delete_post(ctx: AppContext, uow: UnitOfWork, user: User, post_id: UUI
     await repo.delete_post(uow.session, post.id)
     if post.status == PostStatus.PUBLISHED:  # a draft is in no one's feed
         await repo.refresh_feed_span(uow.session, post.author_id)
+        move_on_commit(uow, ["everyone"])
     for media_id in media_ids:
         ctx.jobs.enqueue(uow, "media.delete", {"media_id": str(media_id)})
 
