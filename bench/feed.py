@@ -690,12 +690,10 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[
     result: dict[str, Any] = {"backend": backend, "rows": counts, "pool": pool}
     if generated is not None:
         result["datagen"] = generated
+    deep_queries: dict[str, list[tuple[Account, str]]] = {}
     try:
         # The app: sign in, page 1 of each feed, then deep pages.
-        server = Server(root / "var", None)
-        server.serve_args = ["--workers", str(args.workers)]
-        server.env.update(LIMITS)
-        server.env["CRAFTREEL_DATABASE_URL"] = url
+        server = app_server(root / "var", url, args)
         await asyncio.to_thread(server.start)
         try:
             signed_at = time.monotonic()
@@ -749,7 +747,7 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[
                     *(walk(server.port, path, a, args.deep_page) for a in walkers)
                 )
                 walk_s = time.perf_counter() - started
-                deep_queries = [
+                deep_queries[name] = [
                     (a, f"?limit={PAGE}&cursor={cursor}")
                     for a, (page, cursor) in zip(walkers, reached, strict=True)
                     if page == args.deep_page and cursor is not None
@@ -757,14 +755,14 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[
                 entry: dict[str, Any] = {
                     "page": args.deep_page,
                     "accounts": len(walkers),
-                    "reached": len(deep_queries),
+                    "reached": len(deep_queries[name]),
                     "pages_reached": [page for page, _ in reached],
                     "walk_s": round(walk_s, 1),
                 }
-                if deep_queries:
+                if deep_queries[name]:
                     connections = args.connections[0]
                     label = f"{name} page {args.deep_page}"
-                    deep_page = requests_for(path, deep_queries)
+                    deep_page = requests_for(path, deep_queries[name])
                     entry[str(connections)] = (
                         await bench.run(label, deep_page, connections)
                     ).figures()
@@ -773,18 +771,43 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[
         finally:
             server.stop()
 
+        # The same page 1 and deep requests with no page kept (CRAFTREEL_FEED_PAGE_SECONDS=0):
+        # each one reads the database, as every request of a reader who scrolls on does.
+        server = app_server(root / "var-unkept", url, args)
+        server.env["CRAFTREEL_FEED_PAGE_SECONDS"] = "0"
+        await asyncio.to_thread(server.start)
+        try:
+            await sign_in(server.base, accounts)
+            bench = _bench(args, server.port, server.pid, database)
+            c = args.connections[0]
+            unkept: dict[str, dict[str, Any]] = {}
+            for name, path in FEEDS.items():
+                page_1 = [get(server.port, f"{path}?limit={PAGE}", a.token) for a in accounts]
+                deep_requests = [
+                    get(server.port, f"{path}{query}", a.token) for a, query in deep_queries[name]
+                ]
+                unkept[name] = {
+                    "page 1": (
+                        await bench.run(f"{name} page 1, unkept", _fixed(page_1), c)
+                    ).figures()
+                }
+                if deep_requests:
+                    label = f"{name} page {args.deep_page}, unkept"
+                    unkept[name][f"page {args.deep_page}"] = (
+                        await bench.run(label, _fixed(deep_requests), c)
+                    ).figures()
+            result["unkept"] = {str(c): unkept}
+        finally:
+            server.stop()
+
         # The baseline: the same requests (the Following ones) to the bare app, on its own.
         bare = BareServer(root / "bare.log", args.workers)
         await asyncio.to_thread(bare.start)
         try:
             same = [get(bare.port, f"{FEEDS['following']}?limit={PAGE}", a.token) for a in accounts]
-
-            async def bare_requests() -> list[bytes]:
-                return same
-
             bench = _bench(args, bare.port, bare.pid, None)
             result["baseline"] = {
-                str(c): (await bench.run("bare ASGI JSON", bare_requests, c)).figures()
+                str(c): (await bench.run("bare ASGI JSON", _fixed(same), c)).figures()
                 for c in args.connections
             }
         finally:
@@ -797,20 +820,34 @@ async def run_backend(backend: str, url: str, args: argparse.Namespace) -> dict[
             queried = [
                 get(bare.port, f"{FEEDS['following']}?limit={PAGE}", a.token) for a in accounts
             ]
-
-            async def queried_requests() -> list[bytes]:
-                return queried
-
             bench = _bench(args, bare.port, bare.pid, database)
             c = args.connections[0]
             result["bare_query"] = {
-                str(c): (await bench.run("bare ASGI + SELECT 1", queried_requests, c)).figures()
+                str(c): (await bench.run("bare ASGI + SELECT 1", _fixed(queried), c)).figures()
             }
         finally:
             bare.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def app_server(var: Path, url: str, args: argparse.Namespace) -> Server:
+    """``craftreel serve`` on the bench database, with the sign-in limits raised."""
+    server = Server(var, None)
+    server.serve_args = ["--workers", str(args.workers)]
+    server.env.update(LIMITS)
+    server.env["CRAFTREEL_DATABASE_URL"] = url
+    return server
+
+
+def _fixed(requests: list[bytes]) -> Callable[[], Awaitable[Sequence[bytes]]]:
+    """Requests made once (their tokens outlive a few timings)."""
+
+    async def make() -> list[bytes]:
+        return requests
+
+    return make
 
 
 def _bench(args: argparse.Namespace, port: int, pid: int, database: str | None) -> Bench:
@@ -854,12 +891,23 @@ def judge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for run in runs:
         for group_ in (run["baseline"], run.get("app_healthz", {}), run.get("bare_query", {})):
             errors += sum(sum(f["errors"].values()) for f in group_.values())
+        errors += sum(sum(f["errors"].values()) for f in _unkept(run))
         for group in (run["feeds"], run["deep"]):
             for by_conns in group.values():
                 errors += sum(
                     sum(f["errors"].values()) for key, f in by_conns.items() if key.isdigit()
                 )
     return {"targets_met": all(checks), "failed_requests": errors}
+
+
+def _unkept(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The figures of a run's timings with no page kept."""
+    return [
+        f
+        for by_feed in run.get("unkept", {}).values()
+        for by_page in by_feed.values()
+        for f in by_page.values()
+    ]
 
 
 BEGIN = "<!-- feed-figures:begin (bench/feed.py writes this) -->"
@@ -922,6 +970,15 @@ def figures_markdown(data: dict[str, Any]) -> str:
                     vs = deep.get("p99_vs_page1")
                     label = f"{name}, page {deep['page']}"
                     rows.append((label, conns, figures, f"p99 {vs:.2f}× page 1" if vs else ""))
+        for conns, by_feed in run.get("unkept", {}).items():
+            for name, by_page in by_feed.items():
+                first = by_page["page 1"]
+                for page, figures in by_page.items():
+                    if page == "page 1":
+                        ratio = f"{figures['rps'] / run['baseline'][conns]['rps']:.3f}"
+                    else:
+                        ratio = f"p99 {figures['p99_ms'] / first['p99_ms']:.2f}× page 1"
+                    rows.append((f"{name}, {page}, no page kept", conns, figures, ratio))
         for label, conns, f, ratio in rows:
             cpu = f["cpu_s"]
             lines.append(
@@ -955,6 +1012,7 @@ def figures_markdown(data: dict[str, Any]) -> str:
             *run.get("bare_query", {}).values(),
             *(f for by in run["feeds"].values() for f in by.values()),
             *(f for deep in run["deep"].values() for k, f in deep.items() if k.isdigit()),
+            *_unkept(run),
         ]
     ]
     disturbed = [f for f in timings if f["other_cores"] > limit]
@@ -1045,6 +1103,24 @@ def summary_markdown(data: dict[str, Any]) -> str:
             cells.append(f"{f['rps']:.0f} req/s ({ratio:.1%}), p99 {f['p99_ms']:.0f} ms")
         label = f"bare ASGI + one `SELECT 1` through the driver, {conns[0]} connections"
         lines.append(f"| {label} | {' | '.join(cells)} | the floor of a database read |")
+    if all(conns[0] in runs[b].get("unkept", {}) for b in order):
+        for name in FEEDS:
+            cells = []
+            for b in order:
+                by_page = runs[b]["unkept"][conns[0]][name]
+                first = by_page["page 1"]
+                ratio = first["rps"] / runs[b]["baseline"][conns[0]]["rps"]
+                deep = by_page.get(f"page {deep_page}")
+                cells.append(
+                    f"{first['rps']:.0f} req/s ({ratio:.1%}), p99 {first['p99_ms']:.0f} ms"
+                    + (
+                        f"; page {deep_page} p99 {deep['p99_ms'] / first['p99_ms']:.2f}×"
+                        if deep
+                        else ""
+                    )
+                )
+            label = f"{name.capitalize()}, no page kept (each request reads), {conns[0]} conns"
+            lines.append(f"| {label} | {' | '.join(cells)} | — |")
     return "\n".join(lines)
 
 
