@@ -191,6 +191,8 @@ def create_app(
         csrf_cookie=CSRF_COOKIE,
         secure=settings.cookies_secure,
     )
+    # Inside the request log and metrics, before everything else (feed/api.py).
+    app.add_middleware(feed_api.KeptPages)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     if freeze_gc:
         app.add_middleware(FreezeWhenWarm)

@@ -1,19 +1,20 @@
 """Stamps: how the processes on one host tell each other's caches that someone's view changed.
 
-A :class:`Stamps` table is a file of 64-bit values that every process of the app on the host
-maps (web workers, ``craftreel worker``). A person's stamp is the slot their id hashes to;
-two slots are shared: everyone's, and Discover's order (``"ranks"``). A write that changes what
-a person's cached views would show *moves* their stamp — writes a fresh random value into it —
-once its transaction has committed; one that may change anyone's moves everyone's. A cache
-keeps, with each entry, the stamps it read *before* reading the data, and drops the entry
-when any differs.
+A :class:`Stamps` table is a file of 64-bit values, ``run/stamps`` in the var dir, that every
+process of the app using that var dir maps (web workers, ``craftreel worker``). A person's stamp
+is the slot their id hashes to; two slots are shared: everyone's, and Discover's order
+(``"ranks"``). A write that changes what a person's cached views would show *moves* their stamp
+— writes a fresh random value into it — once its transaction has committed; one that may change
+anyone's moves everyone's. A cache keeps, with each entry, the stamps it read *before* reading
+the data, and drops the entry when any differs.
 
 Moving writes a random value rather than adding one: two processes moving the same slot at
 once cannot then leave it at a value a cache already holds. Two people whose ids share a slot
 only cost each other a few needless misses.
 
-The table is per host: a deployment across several hosts also needs its cache entries to be
-short-lived (their own time limit), as a write on one host is not seen on another.
+The table is per var dir, so per host: a write made on another host (or by a process with a
+var dir of its own) is not seen here, and the caches' own time limits bound how long that
+goes unnoticed.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ these hold:
   publishes a post; everyone's when a published post is edited or deleted, a person changes
   their profile, avatar or privacy or deletes their account; the ranks' when a refresh
   changed a score. So what a reader may see and their own likes and saves are never older
-  than the page's stamps, whichever process of the host made the change;
+  than the page's stamps, whichever process sharing the var dir made the change;
 - nothing a card shows (people, media, product tags, listings, shops) was written by this
   process since (the cards' own :data:`craftreel.posts.cards.shown` generation). A page read
   again is made of cards, which show what another process changed in people, media or the
