@@ -20,6 +20,7 @@ from craftreel.context import AppContext
 from craftreel.core.stamps import Stamp, Stamps, move_on_commit
 from craftreel.feed import pages
 from craftreel.feed.pages import PageCache
+from tests.accounts.test_pages import BrowserFactory, browsers  # noqa: F401 - fixture
 from tests.factories import Person, sign_up
 from tests.feed.factories import block, follow, make_private
 from tests.posts.factories import make_post
@@ -319,3 +320,25 @@ async def test_a_request_for_a_kept_page_is_checked_as_any_other(
     assert (await client.post("/api/v1/auth/signout", headers=viewer.auth)).status_code == 204
     after = await client.get("/api/v1/feed/following", headers=viewer.auth)
     assert after.status_code == 401
+
+
+async def test_a_signed_in_browser_never_gets_the_signed_out_page(
+    client: httpx.AsyncClient,
+    ctx: AppContext,
+    browsers: BrowserFactory,  # noqa: F811
+) -> None:
+    maker = await sign_up(client, "cookiemaker")
+    fan = await sign_up(client, "cookiefan")
+    await make_post(client, ctx, maker, caption="liked by the fan")
+    signed_out = await _feed(client, "discover", None)
+    await _feed(client, "discover", None)
+    assert ctx.pages.hits == 1
+    assert signed_out["items"][0]["viewer"] is None
+    post_id = signed_out["items"][0]["id"]
+    assert (await client.put(f"/api/v1/posts/{post_id}/like", headers=fan.auth)).is_success
+
+    browser = browsers("198.51.100.9")
+    assert (await browser.sign_in(fan.email)).status_code == 303
+    response = await browser.get("/api/v1/feed/discover")
+    assert response.status_code == 200
+    assert response.json()["items"][0]["viewer"] == {"liked": True, "saved": False}
